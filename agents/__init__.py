@@ -1,0 +1,1 @@
+"""Role logic (planning, scheduling, execution) with no Kafka in it."""

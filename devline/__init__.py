@@ -1,0 +1,3 @@
+"""devline: drive a development plan through parallel workers, coordinated by Kafka events."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,126 @@
+"""The one settings object. Built once (from flags and `DEVLINE_*` variables) and passed in.
+
+Environment variables are read only by `Settings.from_env`, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from devline.errors import ConfigError
+
+ENV_PREFIX = "DEVLINE_"
+
+
+class Settings(BaseModel):
+    """Everything a devline process needs to know about its surroundings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated")
+    registry_url: str | None = Field(
+        None, description="Schema registry URL; when set, events use Confluent wire format"
+    )
+    registry_user: str | None = Field(None, description="Schema registry basic-auth user")
+    registry_password: SecretStr | None = Field(None, description="Schema registry password")
+    topic_prefix: str = Field("", description="Prefix for every topic and group name")
+    security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password")
+    ssl_cafile: str | None = Field(None, description="CA bundle for SSL")
+    work_partitions: int = Field(12, ge=1, description="Partitions of work topics")
+    event_partitions: int = Field(12, ge=1, description="Partitions of the plan/event topics")
+    replication: int = Field(1, ge=1, description="Replication factor for created topics")
+    workspace: Path = Field(Path("devline-out"), description="Where finished files are written")
+    data_dir: Path = Field(Path(".devline-data"), description="Local state of stream processors")
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest event accepted")
+    max_attempts: int = Field(3, ge=1, description="Attempts before a task is dead-lettered")
+    min_workers: int = Field(2, ge=0, description="Fewest worker processes")
+    max_workers: int = Field(10, ge=1, description="Most worker processes")
+    worker_slots: int = Field(1, ge=1, description="Tasks one worker process runs at once")
+    executor: str = Field("demo", description="Default executor: demo, command, http, python")
+    log_level: str = Field("INFO", description="Log level")
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for hostport in value.split(","):
+            host, _, port = hostport.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port...], got {value!r}")
+        return value
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not set(value) <= allowed:
+            raise ValueError("may hold only letters, digits, '.', '_' and '-'")
+        return value
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets `field`."""
+        return ENV_PREFIX + field.upper()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `DEVLINE_*` variables, then explicit overrides (flags) on top."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(cls.env_name(name))
+            if raw is not None and raw != "":
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                field = ".".join(str(p) for p in err["loc"])
+                problems.append(f"{field} ({cls.env_name(field)}): {err['msg']}")
+            raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a catalogue name such as `devline.plans`."""
+        return f"{self.topic_prefix}{name}"
+
+    def group(self, name: str) -> str:
+        """Consumer group id, prefixed like topics so test runs never share groups."""
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_common(self) -> dict[str, Any]:
+        """Security options in aiokafka's keyword form."""
+        opts: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.ssl_cafile:
+            import ssl
+
+            opts["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
+        return opts
+
+    def confluent_common(self) -> dict[str, Any]:
+        """The same options in librdkafka's dotted form (confluent-kafka clients)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        if self.ssl_cafile:
+            conf["ssl.ca.location"] = self.ssl_cafile
+        return conf
