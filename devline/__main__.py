@@ -1,0 +1,3 @@
+from devline.cli.main import main
+
+main()

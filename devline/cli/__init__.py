@@ -1,0 +1,1 @@
+"""The `devline` command line."""

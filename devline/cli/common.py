@@ -1,0 +1,56 @@
+"""Shared CLI plumbing: global options → one Settings object, readable errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from devline.errors import DevlineError
+from devline.settings import Settings
+
+T = TypeVar("T")
+err = Console(stderr=True)
+out = Console()
+
+
+def env_help(field: str, text: str) -> str:
+    return f"{text} (env {Settings.env_name(field)})"
+
+
+def settings_of(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, Settings):
+        raise typer.Exit(2)
+    return obj
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine; turn devline and Kafka errors into one readable line and exit 1."""
+    try:
+        return asyncio.run(coro)
+    except DevlineError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        from aiokafka.errors import KafkaConnectionError, KafkaError
+
+        if isinstance(exc, KafkaConnectionError | KafkaError):
+            err.print(f"[red]error:[/red] Kafka: {exc}. Is a broker running? "
+                      "(scripts/kafka-local start, or set DEVLINE_BOOTSTRAP)")
+            raise typer.Exit(1) from None
+        raise
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

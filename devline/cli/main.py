@@ -1,0 +1,183 @@
+"""`devline`: submit plans, run the pipeline, inspect topics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from devline.cli.common import env_help, err, out, run_async, settings_of, setup_logging
+from devline.errors import ConfigError, PlanError
+from devline.settings import Settings
+
+app = typer.Typer(help="devline: drive a development plan through parallel workers over Kafka.",
+                  no_args_is_help=True, add_completion=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+topics_app = typer.Typer(help="Create and describe devline's topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    bootstrap: Annotated[str | None, typer.Option(
+        help=env_help("bootstrap", "Kafka bootstrap servers (host:port,...)"))] = None,
+    registry_url: Annotated[str | None, typer.Option(
+        help=env_help("registry_url", "Schema registry URL (Confluent wire format)"))] = None,
+    topic_prefix: Annotated[str | None, typer.Option(
+        help=env_help("topic_prefix", "Prefix for every topic and consumer group"))] = None,
+    log_level: Annotated[str | None, typer.Option(
+        help=env_help("log_level", "Log level: DEBUG, INFO, WARNING"))] = None,
+) -> None:
+    """Global options; every one can also come from a DEVLINE_* environment variable."""
+    try:
+        ctx.obj = Settings.from_env(bootstrap=bootstrap, registry_url=registry_url,
+                                    topic_prefix=topic_prefix, log_level=log_level)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    setup_logging(ctx.obj.log_level)
+
+
+@topics_app.command("create")
+def topics_create(ctx: typer.Context) -> None:
+    """Create every catalogue topic that is missing (safe to run again)."""
+    from streams.topics import create_topics
+
+    result = run_async(create_topics(settings_of(ctx)))
+    for name, status in sorted(result.items()):
+        out.print(f"{status:8} {name}")
+
+
+@topics_app.command("describe")
+def topics_describe(ctx: typer.Context) -> None:
+    """Show the topic catalogue: partitions, cleanup policy, retention, purpose."""
+    from rich.table import Table
+
+    from streams.topics import describe_topics
+
+    rows = run_async(describe_topics(settings_of(ctx)))
+    table = Table("topic", "partitions", "cleanup", "retention", "what")
+    for r in rows:
+        ret = int(str(r["retention_ms"]))
+        retention = "forever" if ret < 0 else f"{ret / 3_600_000:g}h"
+        parts = str(r["partitions"]) if r["exists"] else "[red]missing[/red]"
+        table.add_row(str(r["topic"]), parts, str(r["cleanup"]), retention, str(r["doc"]))
+    out.print(table)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON)")],
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the plan to completion")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 600.0,
+) -> None:
+    """Validate PLAN, publish it to devline.plans and print its plan id."""
+    from agents.planner import load_plan_file
+    from streams import topics as T
+    from streams.client import end_offsets, produce
+
+    settings = settings_of(ctx)
+    try:
+        record = load_plan_file(plan)
+    except PlanError as exc:
+        err.print(f"[red]invalid plan[/red] {plan}: {exc}")
+        raise typer.Exit(1) from None
+
+    async def go() -> dict[int, int]:
+        start = await end_offsets(settings, T.EVENTS) if wait else {}
+        await produce(settings, T.PLANS, "PlanSubmitted", record, key=record["plan_id"])
+        return start
+
+    start = run_async(go())
+    print(record["plan_id"], flush=True)
+    if wait:
+        from devline.cli.progress import follow_plan
+
+        code = run_async(follow_plan(settings, record["plan_id"], start, timeout))
+        raise typer.Exit(code)
+
+
+@app.command()
+def tail(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic, e.g. devline.plans (prefix added)")],
+    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
+    count: Annotated[int | None, typer.Option(help="Stop after N records")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep waiting for more")] = False,
+    idle: Annotated[float, typer.Option(help="Stop after this many idle seconds")] = 5.0,
+) -> None:
+    """Print decoded events of TOPIC as JSON lines (undecodable records are shown as such)."""
+    from schemas.codec import Codec
+    from streams.client import decode_for_display, records
+
+    settings = settings_of(ctx)
+    codec = Codec.from_settings(settings)
+
+    async def go() -> None:
+        n = 0
+        async for record in records(settings, topic, from_beginning=from_beginning,
+                                    idle_timeout=idle, follow=follow or count is not None):
+            print(json.dumps(decode_for_display(codec, record), default=str), flush=True)
+            n += 1
+            if count is not None and n >= count:
+                return
+
+    run_async(go())
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    plan_id: Annotated[str | None, typer.Argument(help="One plan (default: all)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Show plan progress, folded from the event log (what a replay rebuilds)."""
+    from streams.client import replay
+
+    states = run_async(replay(settings_of(ctx), plan_id))
+    if plan_id and plan_id not in states:
+        err.print(f"[red]error:[/red] no plan {plan_id!r} in the event log")
+        raise typer.Exit(1)
+    summary: list[dict[str, Any]] = []
+    for pid, st in sorted(states.items()):
+        counts: dict[str, int] = {}
+        for task in st.tasks.values():
+            counts[task["status"]] = counts.get(task["status"], 0) + 1
+        h = st.header
+        summary.append({"plan_id": pid, "name": h.get("name"), "status": h["status"],
+                        "files": h.get("total", 0), "done": h.get("done", 0),
+                        "cache_hits": h.get("cache_hits", 0), "tasks": counts})
+    if as_json:
+        print(json.dumps(summary if not plan_id else summary[0], indent=2))
+        return
+    for s in summary:
+        tasks = ", ".join(f"{k} {v}" for k, v in sorted(s["tasks"].items()))
+        out.print(f"{s['plan_id']}  {s['status']:8} {s['done']}/{s['files']} files  "
+                  f"cache hits {s['cache_hits']}  ({tasks})  {s['name']}")
+    if not summary:
+        out.print("no plans in the event log")
+
+
+def _register_optional() -> None:
+    from devline.cli import runner
+
+    app.command("run")(runner.run)
+    app.command("worker")(runner.worker)
+    app.command("processor")(runner.processor)
+    app.command("demo")(runner.demo)
+    try:
+        from devline.cli.analyze import analyze
+    except ImportError:  # the analyzer ships in its own module
+        return
+    app.command("analyze")(analyze)
+
+
+_register_optional()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,138 @@
+"""Client-side helpers for the CLI and tests: produce plans, read topics, replay the log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents.scheduling import fold as F
+from devline.errors import BrokerUnavailable, DecodeError
+from devline.settings import Settings
+from schemas.codec import Codec
+from streams import topics as T
+from streams.emit import headers_for
+
+
+async def produce(settings: Settings, topic: str, event_type: str, record: dict[str, Any],
+                  key: str, codec: Codec | None = None) -> tuple[int, int]:
+    """Encode and send one event; return (partition, offset) once the broker has it."""
+    codec = codec or Codec.from_settings(settings)
+    value = codec.encode(event_type, record)  # validate before touching Kafka
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
+                                max_request_size=settings.max_message_bytes,
+                                **settings.kafka_common())
+    try:
+        await producer.start()
+    except Exception as exc:
+        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
+    try:
+        meta = await producer.send_and_wait(settings.topic(topic), key=key.encode(), value=value,
+                                            headers=headers_for(event_type, record))
+        return meta.partition, meta.offset
+    finally:
+        await producer.stop()
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
+    await consumer.start()
+    try:
+        parts = await _partitions(consumer, settings.topic(topic))
+        ends = await consumer.end_offsets(parts)
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    for _ in range(50):
+        parts = consumer.partitions_for_topic(topic)
+        if parts:
+            return [TopicPartition(topic, p) for p in sorted(parts)]
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata
+        await _sleep(0.1)
+    raise BrokerUnavailable(f"topic {topic} does not exist (run `devline topics create`)")
+
+
+async def _sleep(s: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(s)
+
+
+async def records(settings: Settings, topic: str, *, from_beginning: bool = True,
+                  start: dict[int, int] | None = None, idle_timeout: float | None = 2.0,
+                  follow: bool = False) -> AsyncIterator[Any]:
+    """Raw records of a topic without a consumer group (no offsets committed).
+
+    Stops after `idle_timeout` seconds with nothing new, unless `follow` is set.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
+                                max_partition_fetch_bytes=settings.max_message_bytes,
+                                fetch_max_wait_ms=100, **settings.kafka_common())
+    await consumer.start()
+    try:
+        parts = await _partitions(consumer, settings.topic(topic))
+        consumer.assign(parts)
+        for tp in parts:
+            if start is not None:
+                consumer.seek(tp, start.get(tp.partition, 0))
+            elif from_beginning:
+                await consumer.seek_to_beginning(tp)
+            else:
+                await consumer.seek_to_end(tp)
+        last = time.monotonic()
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            got = [r for rs in batch.values() for r in rs]
+            got.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
+            for record in got:
+                yield record
+            if got:
+                last = time.monotonic()
+            elif not follow and idle_timeout is not None and time.monotonic() - last > idle_timeout:
+                return
+    finally:
+        await consumer.stop()
+
+
+def decode_for_display(codec: Codec, record: Any) -> dict[str, Any]:
+    """A JSON-able view of a record; undecodable ones are shown as such, not fatal."""
+    head = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "timestamp": record.timestamp,
+            "key": record.key.decode("utf-8", "replace") if record.key else None,
+            "headers": {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}}
+    try:
+        event_type, value = codec.decode(record.value or b"")
+        return {**head, "type": event_type, "value": value}
+    except DecodeError as exc:
+        raw = record.value or b""
+        return {**head, "type": None, "error": str(exc), "raw_hex": raw[:64].hex(),
+                "raw_size": len(raw)}
+
+
+async def replay(settings: Settings, plan_id: str | None = None, *, codec: Codec | None = None,
+                 idle_timeout: float = 1.5) -> dict[str, F.PlanState]:
+    """Fold `devline.events` from the beginning: the state every plan is in, per the log."""
+    codec = codec or Codec.from_settings(settings)
+    states: dict[str, F.PlanState] = {}
+    by_partition: dict[int, list[Any]] = {}
+    async for record in records(settings, T.EVENTS, idle_timeout=idle_timeout):
+        by_partition.setdefault(record.partition, []).append(record)
+    # Within a partition the log order is the fold order; plans never span partitions.
+    for part in sorted(by_partition):
+        for record in sorted(by_partition[part], key=lambda r: r.offset):
+            if plan_id is not None and record.key != plan_id.encode():
+                continue
+            try:
+                event_type, value = codec.decode(record.value or b"")
+            except DecodeError:
+                continue
+            pid = value.get("plan_id")
+            if not pid:
+                continue
+            F.apply(states.setdefault(pid, F.PlanState()), event_type, value)
+    return {pid: st for pid, st in states.items() if st.header}

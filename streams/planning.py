@@ -1,0 +1,56 @@
+"""Planner agent: PlanSubmitted → PlanAccepted (graph, priorities) or PlanRejected."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from agents import planner
+from devline.errors import DecodeError, PlanError, SchemaError
+from streams import topics as T
+from streams.emit import dead_letter_headers
+
+if TYPE_CHECKING:
+    from streams.app import Pipeline
+
+log = logging.getLogger("devline.planner")
+
+
+async def dead_letter_message(pipeline: Pipeline, message: Any, reason: str) -> None:
+    """Send an undecodable record to the DLQ with the reason; the stream goes on."""
+    log.warning("dead-lettering %s[%s]@%s: %s", message.topic, message.partition,
+                message.offset, reason)
+    await pipeline.emit.dead_letter(
+        message.value, message.key,
+        dead_letter_headers(reason, topic=message.topic, partition=message.partition,
+                            offset=message.offset))
+
+
+def register_planner(pipeline: Pipeline) -> None:
+    @pipeline.app.agent(pipeline.plans_topic, name="planner")
+    async def plan_agent(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                event_type, record = pipeline.codec.decode(message.value or b"")
+            except DecodeError as exc:
+                await dead_letter_message(pipeline, message, f"undecodable: {exc}")
+                continue
+            if event_type != "PlanSubmitted":
+                await dead_letter_message(pipeline, message,
+                                          f"unexpected event type {event_type} on {T.PLANS}")
+                continue
+            try:
+                accepted = planner.accept(record)
+            except PlanError as exc:
+                rejected = planner.reject(record, exc)
+                log.info("plan %s rejected: %s", rejected["plan_id"], exc)
+                await pipeline.emit.event("PlanRejected", rejected)
+                continue
+            try:
+                await pipeline.emit.event("PlanAccepted", accepted)
+            except SchemaError as exc:
+                await dead_letter_message(pipeline, message, f"plan cannot be encoded: {exc}")
+                continue
+            log.info("plan %s accepted: %d tasks, critical path %d long",
+                     accepted["plan_id"], len(accepted["tasks"]), len(accepted["critical_path"]))

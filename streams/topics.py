@@ -1,0 +1,129 @@
+"""The topic catalogue: names, partitions, cleanup policy and retention, created idempotently."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from devline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the catalogue. `partitions=None` means the settings' default for its kind."""
+
+    name: str
+    doc: str
+    kind: str  # "event" (keyed by plan), "work" (keyed by task), "control"
+    cleanup: str = "delete"
+    retention_ms: int = 7 * DAY_MS
+
+    def partitions(self, settings: Settings) -> int:
+        if self.kind == "work":
+            return max(settings.work_partitions, 1)
+        if self.kind == "event":
+            return settings.event_partitions
+        return 1
+
+    def config(self, settings: Settings) -> dict[str, str]:
+        return {
+            "cleanup.policy": self.cleanup,
+            "retention.ms": str(self.retention_ms),
+            "max.message.bytes": str(settings.max_message_bytes),
+        }
+
+
+PLANS = "devline.plans"
+EVENTS = "devline.events"
+WORK_DEV = "devline.work.dev"
+RETRY = "devline.retry"
+DLQ = "devline.dlq"
+ESCALATIONS = "devline.escalations"
+METRICS = "devline.metrics"
+OPS = "devline.ops"
+WORKERS = "devline.workers"
+
+CATALOGUE: tuple[TopicSpec, ...] = (
+    TopicSpec(PLANS, "PlanSubmitted from users and the PM agent", "event", retention_ms=-1),
+    TopicSpec(EVENTS, "Every lifecycle event of a plan, in order; replay folds it", "event",
+              retention_ms=-1),
+    TopicSpec(WORK_DEV, "Dev and fix work handed to workers", "work", retention_ms=3 * DAY_MS),
+    TopicSpec(RETRY, "Retries waiting for their backoff delay", "work", retention_ms=3 * DAY_MS),
+    TopicSpec(DLQ, "Dead letters: original payload, reason and source in headers", "control",
+              retention_ms=30 * DAY_MS),
+    TopicSpec(ESCALATIONS, "What the PM agent must decide", "event", retention_ms=-1),
+    TopicSpec(METRICS, "Metric points from every component", "control", retention_ms=DAY_MS),
+    TopicSpec(OPS, "Ops decisions: reprioritise, scale, pause, rollback", "event",
+              retention_ms=-1),
+    TopicSpec(WORKERS, "Worker heartbeats: capacity, state, running tasks", "control",
+              retention_ms=3600 * 1000),
+)
+
+
+def catalogue() -> tuple[TopicSpec, ...]:
+    return CATALOGUE
+
+
+async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOGUE) -> dict[str, str]:
+    """Create every missing topic; return {topic: "created" | "exists"}. Safe to run twice."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=settings.topic(spec.name),
+                num_partitions=spec.partitions(settings),
+                replication_factor=settings.replication,
+                topic_configs=spec.config(settings),
+            )
+            for spec in specs
+            if settings.topic(spec.name) not in existing
+        ]
+        result = {settings.topic(s.name): "exists" for s in specs}
+        if wanted:
+            response = await admin.create_topics(wanted)
+            for name, code, *_ in getattr(response, "topic_errors", []) or []:
+                # 36 = TOPIC_ALREADY_EXISTS: another process won the race, which is fine.
+                if code not in (0, 36):
+                    raise RuntimeError(f"could not create topic {name}: error code {code}")
+            for topic in wanted:
+                result[topic.name] = "created"
+                log.info("created topic %s (%d partitions)", topic.name, topic.num_partitions)
+        return result
+    finally:
+        await admin.close()
+
+
+async def describe_topics(settings: Settings) -> list[dict[str, object]]:
+    """Partition counts and catalogue notes for each catalogue topic (missing ones marked)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        names = [settings.topic(s.name) for s in CATALOGUE]
+        found = {
+            d["topic"]: len(d["partitions"])
+            for d in await admin.describe_topics([n for n in names if n in existing])
+        }
+        return [
+            {
+                "topic": name,
+                "exists": name in found,
+                "partitions": found.get(name, 0),
+                "cleanup": spec.cleanup,
+                "retention_ms": spec.retention_ms,
+                "doc": spec.doc,
+            }
+            for name, spec in zip(names, CATALOGUE, strict=True)
+        ]
+    finally:
+        await admin.close()

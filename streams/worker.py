@@ -1,0 +1,299 @@
+"""A worker process: consumes dispatched work, runs the executor, reports the result.
+
+Offsets are committed only after the result event is acknowledged by the broker, so a
+worker killed mid-task loses nothing: the record is redelivered to the partition's next
+owner (at-least-once; the fold ignores a second completion of the same task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from agents.types import DepContext, ExecutionResult, Executor, WorkItem
+from devline.errors import DecodeError, DevlineError, ExecutorError
+from devline.settings import Settings
+from schemas.codec import Codec
+from streams import topics as T
+from streams.emit import dead_letter_headers, headers_for, new_id, now_ms
+
+log = logging.getLogger("devline.worker")
+
+
+def work_item(record: dict[str, Any]) -> WorkItem:
+    return WorkItem(
+        plan_id=record["plan_id"], task_id=record["task_id"], path=record["path"],
+        description=record.get("description") or "", language=record.get("language"),
+        content=record.get("content"), executor=record["executor"], attempt=record["attempt"],
+        kind=record["kind"], priority=record["priority"], cache_key=record["cache_key"],
+        dispatch_id=record["dispatch_id"], simulate=dict(record.get("simulate") or {}),
+        context=tuple(DepContext(c["path"], c["content_hash"], c.get("content"),
+                                 c.get("interface")) for c in record.get("context") or []),
+        options=dict(record.get("options") or {}),
+    )
+
+
+def executor_config(name: str, options: dict[str, str]) -> dict[str, Any]:
+    """Plan options `NAME.key=value` configure executor NAME."""
+    prefix = f"{name}."
+    return {k[len(prefix):]: v for k, v in options.items() if k.startswith(prefix)}
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.worker.partitions = sorted(tp.partition for tp in assigned)
+        log.info("worker %s owns partitions %s", self.worker.worker_id, self.worker.partitions)
+        await self.worker.heartbeat()
+
+
+class Worker:
+    """One worker process with `slots` concurrent tasks."""
+
+    def __init__(self, settings: Settings, *, worker_id: str | None = None,
+                 slots: int | None = None, heartbeat_s: float = 1.0,
+                 grace_s: float = 30.0) -> None:
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        self.slots = slots or settings.worker_slots
+        self.heartbeat_s = heartbeat_s
+        self.grace_s = grace_s
+        self.codec = Codec.from_settings(settings)
+        self.partitions: list[int] = []
+        self.running: dict[asyncio.Task[None], tuple[TopicPartition, int, str]] = {}
+        self.state = "starting"
+        self.stopping = asyncio.Event()
+        self._executors: dict[tuple[str, str], Executor] = {}
+        self._pending: dict[TopicPartition, set[int]] = {}
+        self._done: dict[TopicPartition, set[int]] = {}
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.completed = 0
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def run(self) -> None:
+        s = self.settings
+        self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=0, acks="all",
+                                         enable_idempotence=True,
+                                         max_request_size=s.max_message_bytes,
+                                         **s.kafka_common())
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap, group_id=s.group("devline-workers"),
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_interval_ms=3_600_000, session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000, fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=s.max_message_bytes, **s.kafka_common())
+        await self.producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe([s.topic(T.WORK_DEV)], listener=_Listener(self))
+        beat = asyncio.create_task(self._beat_loop())
+        try:
+            await self._loop()
+        finally:
+            await self._drain()
+            beat.cancel()
+            self.state = "stopped"
+            with contextlib.suppress(Exception):
+                await self.heartbeat()
+            await self.consumer.stop()
+            await self.producer.stop()
+            log.info("worker %s stopped after %d tasks", self.worker_id, self.completed)
+
+    def stop(self) -> None:
+        """Stop taking work; in-flight tasks finish (or are handed back after the grace)."""
+        self.state = "draining"
+        self.stopping.set()
+
+    async def _loop(self) -> None:
+        assert self.consumer is not None
+        while not self.stopping.is_set():
+            free = self.slots - len(self.running)
+            if free <= 0:
+                await asyncio.wait(list(self.running), timeout=0.5,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if self.state != "draining":
+                self.state = "idle" if not self.running else "busy"
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=free)
+            for tp, records in batch.items():
+                for record in records:
+                    self._pending.setdefault(tp, set()).add(record.offset)
+                    task = asyncio.create_task(self._handle(tp, record))
+                    self.running[task] = (tp, record.offset, "")
+                    task.add_done_callback(self._finished)
+            if batch:
+                self.state = "busy"
+                await self.heartbeat()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        tp, offset, _ = self.running.pop(task)
+        if task.cancelled():
+            return  # handed back: not committed, redelivered to the next owner
+        self._done.setdefault(tp, set()).add(offset)
+        asyncio.get_running_loop().create_task(self._commit())
+
+    async def _commit(self) -> None:
+        """Commit, per partition, past the longest run of finished offsets."""
+        assert self.consumer is not None
+        offsets: dict[TopicPartition, int] = {}
+        for tp, pending in self._pending.items():
+            done = self._done.get(tp, set())
+            commit = None
+            for offset in sorted(pending):
+                if offset not in done:
+                    break
+                commit = offset
+            if commit is not None:
+                offsets[tp] = commit + 1
+                self._pending[tp] = {o for o in pending if o > commit}
+                self._done[tp] = {o for o in done if o > commit}
+        if offsets:
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # a rebalance took the partition: its owner redoes it
+                log.warning("commit failed (%s); records will be redelivered", exc)
+        if not self.running and self.state == "busy":
+            self.state = "idle"
+            await self.heartbeat()
+
+    async def _drain(self) -> None:
+        if self.running:
+            log.info("worker %s draining %d task(s) (grace %.0fs)", self.worker_id,
+                     len(self.running), self.grace_s)
+            await self.heartbeat()
+            _, late = await asyncio.wait(list(self.running), timeout=self.grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        await self._commit()
+
+    async def heartbeat(self) -> None:
+        if self.producer is None:
+            return
+        record = {"worker_id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+                  "state": self.state, "capacity": self.slots,
+                  "running": sorted(r[2] for r in self.running.values() if r[2]),
+                  "partitions": self.partitions, "at": now_ms()}
+        await self.producer.send(self.settings.topic(T.WORKERS), key=self.worker_id.encode(),
+                                 value=self.codec.encode("WorkerHeartbeat", record),
+                                 headers=[("event-type", b"WorkerHeartbeat")])
+
+    async def _beat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            with contextlib.suppress(Exception):
+                await self.heartbeat()
+
+    # -- one task --------------------------------------------------------------------
+    def executor(self, name: str, options: dict[str, str]) -> Executor:
+        from agents.executors.registry import build_executor
+
+        config = executor_config(name, options)
+        key = (name, repr(sorted(config.items())))
+        if key not in self._executors:
+            self._executors[key] = build_executor(name, config)
+        return self._executors[key]
+
+    async def _handle(self, tp: TopicPartition, record: Any) -> None:
+        assert self.producer is not None
+        try:
+            event_type, raw = self.codec.decode(record.value or b"")
+            if event_type != "WorkItem":
+                raise DecodeError(f"expected WorkItem, got {event_type}")
+        except DecodeError as exc:
+            await self.producer.send_and_wait(
+                self.settings.topic(T.DLQ), key=record.key, value=record.value,
+                headers=dead_letter_headers(f"undecodable work item: {exc}", topic=tp.topic,
+                                            partition=tp.partition, offset=record.offset))
+            return
+        item = work_item(raw)
+        task = asyncio.current_task()
+        if task in self.running:
+            self.running[task] = (tp, record.offset, f"{item.plan_id}/{item.task_id}")
+        started = now_ms()
+        sandbox = Path(tempfile.mkdtemp(prefix="devline-task-"))
+        try:
+            result = await self._execute(item, sandbox)
+        except ExecutorError as exc:
+            await self._failed(item, started, exc)
+        else:
+            await self._completed(item, started, result)
+        finally:
+            shutil.rmtree(sandbox, ignore_errors=True)
+
+    async def _execute(self, item: WorkItem, sandbox: Path) -> ExecutionResult:
+        try:
+            return await self.executor(item.executor, item.options).run(item, sandbox)
+        except ExecutorError:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except DevlineError as exc:
+            raise ExecutorError(str(exc), retryable=False, error_type=type(exc).__name__) from exc
+        except Exception as exc:
+            raise ExecutorError(f"{type(exc).__name__}: {exc}", retryable=True,
+                                error_type="crash") from exc
+
+    async def _send_event(self, event_type: str, record: dict[str, Any]) -> None:
+        assert self.producer is not None
+        await self.producer.send_and_wait(
+            self.settings.topic(T.EVENTS), key=record["plan_id"].encode(),
+            value=self.codec.encode(event_type, record), headers=headers_for(event_type, record))
+
+    async def _completed(self, item: WorkItem, started: int, result: ExecutionResult) -> None:
+        data = result.content.encode("utf-8")
+        await self._send_event("TaskCompleted", {
+            "event_id": new_id(), "plan_id": item.plan_id, "task_id": item.task_id,
+            "path": item.path, "attempt": item.attempt, "worker_id": self.worker_id,
+            "dispatch_id": item.dispatch_id, "executor": item.executor,
+            "cache_key": item.cache_key, "content": result.content,
+            "content_hash": hashlib.sha256(data).hexdigest(), "size": len(data),
+            "cached": False, "started_at": started, "finished_at": now_ms(),
+            "tokens": result.tokens, "cost": result.cost})
+        self.completed += 1
+
+    async def _failed(self, item: WorkItem, started: int, exc: ExecutorError) -> None:
+        from agents.executors.fingerprint import error_fingerprint
+
+        log.info("task %s/%s attempt %d failed (%s): %s", item.plan_id, item.task_id,
+                 item.attempt, exc.error_type, exc)
+        await self._send_event("TaskFailed", {
+            "event_id": new_id(), "plan_id": item.plan_id, "task_id": item.task_id,
+            "path": item.path, "attempt": item.attempt, "worker_id": self.worker_id,
+            "dispatch_id": item.dispatch_id, "executor": item.executor, "error": str(exc),
+            "error_type": exc.error_type, "retryable": exc.retryable,
+            "fingerprint": error_fingerprint(exc.error_type, str(exc)),
+            "output": exc.output, "retry_after_s": exc.retry_after,
+            "started_at": started, "finished_at": now_ms()})
+
+
+async def run_worker(settings: Settings, **kwargs: Any) -> None:
+    """Run one worker until SIGTERM/SIGINT, then drain and exit."""
+    import signal
+
+    worker = Worker(settings, **kwargs)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    log.info("worker %s starting (%d slot(s))", worker.worker_id, worker.slots)
+    started = time.monotonic()
+    await worker.run()
+    log.info("worker %s ran %.1fs", worker.worker_id, time.monotonic() - started)
