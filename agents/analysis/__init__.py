@@ -1,0 +1,120 @@
+"""Dependency analysis of a source tree: which file imports which, and in what order to build.
+
+Pure Python, no broker. Two entry points share one pipeline:
+
+- `analyze_path(root)` scans a directory tree on disk;
+- `analyze_sources(files)` analyses in-memory contents, e.g. the files of a plan, with
+  optional declared dependencies.
+
+Edges point from importer to imported (`a -> b`: b is built first). Python imports follow
+grimp's semantics, JavaScript/TypeScript imports dependency-cruiser's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from agents.analysis.graph import build_graph, estimate_cost, find_cycles, schedule
+from agents.analysis.js_imports import scan_js
+from agents.analysis.model import JSON_KEYS, Analysis, Cycle, Edge, ScanResult
+from agents.analysis.python_imports import scan_python
+from agents.analysis.tree import discover, is_source, is_tsconfig, normalize
+from devline.errors import PlanError
+
+__all__ = ["JSON_KEYS", "Analysis", "Cycle", "analyze_path", "analyze_sources"]
+
+Content = str | bytes | None
+
+
+def analyze_path(root: Path, *, costs: Mapping[str, float] | None = None) -> Analysis:
+    """Analyse every Python and JS/TS file under `root`.
+
+    Skips node_modules, .git, .venv, __pycache__, dist, build and hidden directories.
+    Raises `FileNotFoundError` / `NotADirectoryError` for a bad `root`.
+    """
+    started = time.perf_counter()
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"no such directory: {root}")
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a directory: {root}")
+    contents: dict[str, Content] = dict(discover(root))
+    files = sorted(p for p in contents if is_source(p))
+    return _analyze(str(root), root.resolve().name, files, contents, costs or {}, set(), started)
+
+
+def analyze_sources(files: Mapping[str, str | None], *, root_name: str = ".",
+                    costs: Mapping[str, float] | None = None,
+                    declared: Mapping[str, Sequence[str]] | None = None) -> Analysis:
+    """Analyse in-memory files keyed by relative path; `None` content infers no edges.
+
+    `declared` adds edges `path -> dependency` on top of the inferred ones. Raises
+    `WorkspaceError` for absolute or escaping paths and `PlanError` for duplicate paths
+    or declared dependencies on files that are not in `files`.
+    """
+    started = time.perf_counter()
+    contents: dict[str, Content] = {}
+    for raw, text in files.items():
+        path = normalize(raw)
+        if path in contents:
+            raise PlanError(f"duplicate file path: {raw!r}", field="files")
+        contents[path] = text
+    extra: set[Edge] = set()
+    for raw, deps in (declared or {}).items():
+        path = normalize(raw)
+        if path not in contents:
+            raise PlanError(f"dependencies declared for unknown file {raw!r}", field="files")
+        for dep in [deps] if isinstance(deps, str) else deps:
+            target = normalize(dep)
+            if target not in contents:
+                raise PlanError(f"{path} depends on {dep!r}, which is not in the plan",
+                                field=f"files[{path}].depends_on")
+            extra.add((path, target))
+    clean_costs = {normalize(p): float(c) for p, c in (costs or {}).items()}
+    return _analyze(root_name, root_name, sorted(contents), contents, clean_costs, extra,
+                    started)
+
+
+def _analyze(root: str, root_name: str, files: list[str], contents: Mapping[str, Content],
+             costs: Mapping[str, float], declared: set[Edge], started: float) -> Analysis:
+    """The shared pipeline: scan both languages, add declared edges, schedule."""
+    result = ScanResult()
+    python = {p: contents[p] for p in files if p.endswith(".py")}
+    result.merge(scan_python(python, root_name=root_name))
+    texts = {p: _text(contents[p]) for p in files if not p.endswith(".py") and is_source(p)}
+    configs = {p: _text(c) for p, c in contents.items() if is_tsconfig(p)}
+    result.merge(scan_js(texts, files, configs))
+    result.edges |= declared
+
+    graph = build_graph(files, result.edges)
+    cost = {p: float(costs[p]) if p in costs else estimate_cost(contents.get(p)) for p in files}
+    cycles = find_cycles(graph)
+    levels, path, priorities = schedule(graph, cost)
+    external = {p: sorted(names) for p, names in result.external.items()}
+    stats = {
+        "files": len(files),
+        "python_files": len(python),
+        "js_files": len(texts),
+        "parsed_files": result.parsed,
+        "edges": graph.number_of_edges(),
+        "declared_edges": len(declared),
+        "externals": len({name for names in external.values() for name in names}),
+        "cycles": len(cycles),
+        "max_depth": max(len(levels) - 1, 0),
+        "longest_path_cost": round(sum(cost[p] for p in path), 6),
+        "unresolved_imports": result.unresolved,
+        "parse_errors": len(result.errors),
+        "errors": list(result.errors),
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+    return Analysis(root=root, files=files, edges=sorted(graph.edges), external=external,
+                    cycles=cycles, levels=levels, critical_path=path, priorities=priorities,
+                    stats=stats, costs=cost, errors=list(result.errors))
+
+
+def _text(content: Content) -> str | None:
+    if isinstance(content, bytes):
+        return content.decode("utf-8", errors="replace")
+    return content
