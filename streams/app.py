@@ -70,6 +70,8 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.codec = Codec.from_settings(settings)
+        datadir = settings.data_dir / (settings.topic_prefix or "default")
+        datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             settings.group("devline-streams"),
             broker=broker_url(settings),
@@ -79,7 +81,7 @@ class Pipeline:
             topic_replication_factor=settings.replication,
             web_enabled=False,
             consumer_auto_offset_reset="earliest",
-            datadir=str(settings.data_dir / "faust"),
+            datadir=str(datadir / "faust"),
             producer_linger=0.0,
             stream_wait_empty=False,
             broker_commit_every=100,
@@ -91,7 +93,7 @@ class Pipeline:
         self.events_topic = self.app.topic(settings.topic(T.EVENTS), **raw)
         self.workers_topic = self.app.topic(settings.topic(T.WORKERS), **raw)
         table: dict[str, Any] = dict(default=None, partitions=settings.event_partitions,
-                                     key_type=str, value_serializer="json")
+                                     key_type=str)
         self.plans = self.app.Table("plans", **table)
         self.tasks = self.app.Table("tasks", **table)
         self.cache = self.app.Table("cache", **table)
