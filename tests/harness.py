@@ -1,0 +1,91 @@
+"""Run the real pipeline (`devline run`) as a subprocess against the session broker."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agents.planner import plan_record
+from devline.settings import Settings
+from devline.supervisor import child_env
+from schemas.codec import Codec
+from streams import topics as T
+from streams.client import produce, records
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def running_pipeline(settings: Settings, workers: int = 2, log: Path | None = None,
+                     extra: list[str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`devline run` in its own process group; SIGTERM on exit, asserting a clean stop."""
+    env = child_env(settings)
+    out = open(log or os.devnull, "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "devline", "run", "--workers", str(workers),
+                             *(extra or [])], env=env, stdout=out, stderr=subprocess.STDOUT,
+                            cwd=ROOT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.close()
+
+
+def submit(settings: Settings, plan: dict[str, Any]) -> str:
+    record = plan_record(plan)
+    asyncio.run(produce(settings, T.PLANS, "PlanSubmitted", record, key=record["plan_id"]))
+    return str(record["plan_id"])
+
+
+def events(settings: Settings, topic: str = T.EVENTS, idle: float = 1.0) -> list[tuple[Any, str, dict[str, Any]]]:
+    """Every decodable record of a topic: (raw record, event type, value), in log order."""
+    codec = Codec.from_settings(settings)
+
+    async def go() -> list[tuple[Any, str, dict[str, Any]]]:
+        out = []
+        async for r in records(settings, topic, idle_timeout=idle):
+            try:
+                et, value = codec.decode(r.value or b"")
+            except Exception:  # noqa: S112 - poison records are skipped here
+                continue
+            out.append((r, et, value))
+        return sorted(out, key=lambda x: (x[0].partition, x[0].offset))
+
+    return asyncio.run(go())
+
+
+def raw_records(settings: Settings, topic: str, idle: float = 1.0) -> list[Any]:
+    async def go() -> list[Any]:
+        return [r async for r in records(settings, topic, idle_timeout=idle)]
+
+    return asyncio.run(go())
+
+
+def wait_for(settings: Settings, plan_id: str, kinds: set[str], timeout: float = 90.0
+             ) -> tuple[str, dict[str, Any]]:
+    """Block until the plan's log holds an event of one of `kinds`; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _, et, value in events(settings, idle=0.3):
+            if et in kinds and value.get("plan_id") == plan_id:
+                return et, value
+        time.sleep(0.3)
+    raise AssertionError(f"plan {plan_id}: none of {sorted(kinds)} within {timeout}s")
+
+
+def plan_events(settings: Settings, plan_id: str) -> list[tuple[Any, str, dict[str, Any]]]:
+    return [e for e in events(settings) if e[2].get("plan_id") == plan_id]
