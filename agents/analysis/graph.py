@@ -25,8 +25,7 @@ def estimate_cost(content: str | bytes | None) -> float:
     """One unit per 50 lines, never below 1.0; a file with no content costs 1.0."""
     if not content:
         return MIN_COST
-    newline = b"\n" if isinstance(content, bytes) else "\n"
-    lines = content.count(newline) + 1  # type: ignore[arg-type]
+    lines = 1 + (content.count(b"\n") if isinstance(content, bytes) else content.count("\n"))
     return max(MIN_COST, round(lines / LINES_PER_UNIT, 2))
 
 

@@ -17,8 +17,8 @@ from collections.abc import Collection, Mapping
 
 from agents.analysis.js_scan import scan_specifiers
 from agents.analysis.model import ScanResult
-from agents.analysis.tsconfig import CONFIG_NAMES, TsConfig, TsConfigError, load_tsconfig
 from agents.analysis.tree import JS_EXTS
+from agents.analysis.tsconfig import CONFIG_NAMES, TsConfig, TsConfigError, load_tsconfig
 
 # dependency-cruiser's default resolution order (its "scannable extensions").
 EXTENSIONS = (".js", ".cjs", ".mjs", ".jsx", ".ts", ".tsx", ".d.ts", ".cts", ".d.cts",

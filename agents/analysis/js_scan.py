@@ -45,7 +45,7 @@ def _literal(match: re.Match[str]) -> str:
 
 
 def _regex_allowed(text: str, pos: int) -> bool:
-    """Whether a `/` at `pos` starts a regex literal, judged by the token before it."""
+    """Whether a `/` at `pos` starts a regex literal, judged by the lexeme before it."""
     i = pos - 1
     while i >= 0 and text[i] in " \t\r\n":
         i -= 1
@@ -74,8 +74,8 @@ def scan_specifiers(text: str) -> list[Specifier]:
         if match is None:
             break
         start, pos = match.start(), match.end()
-        token = match.group()
-        first = token[0]
+        lexeme = match.group()
+        first = lexeme[0]
         if first == "`" or (first == "}" and stack and stack.pop()):
             body = _TPL_BODY.match(text, pos)
             pos = body.end() if body else pos
@@ -86,19 +86,19 @@ def scan_specifiers(text: str) -> list[Specifier]:
                 pos += 1  # the closing backtick (or the end of the text)
         elif first == "{":
             stack.append(False)
-        elif token == "/":
+        elif lexeme == "/":
             if _regex_allowed(text, start):
                 regex = _REGEX.match(text, start)
                 pos = regex.end() if regex else pos
-        elif token.startswith("///"):
-            ref = _REFERENCE.match(token)
+        elif lexeme.startswith("///"):
+            ref = _REFERENCE.match(lexeme)
             if ref:
                 found.append((REFERENCE, ref.group(2)))
         elif first.isalpha():
             if start and (text[start - 1] in "$." or text[start - 1].isalnum()
                           or text[start - 1] == "_"):
                 continue  # part of a longer name, or a property: obj.require(...)
-            pos, pending = _keyword(text, token, pos, pending, found)
+            pos, pending = _keyword(text, lexeme, pos, pending, found)
     return found
 
 

@@ -57,7 +57,8 @@ class ModuleIndex:
         if "__init__.py" in paths and root_name and root_name.isidentifier():
             prefix = (root_name,)
         self._prefix = prefix
-        self._inits = {self._virtual(p)[:-1] for p in paths if p.rsplit("/", 1)[-1] == "__init__.py"}
+        self._inits = {self._virtual(p)[:-1] for p in paths
+                       if p.rsplit("/", 1)[-1] == "__init__.py"}
         self._package_like: dict[Name, bool] = {}
         self.modules: dict[str, Module] = {}
         self.scopes: dict[Name, dict[Name, str]] = {}
@@ -166,7 +167,7 @@ def _targets(node: ast.Import | ast.ImportFrom, module: Module) -> Iterator[tupl
             raise ValueError(f"relative import beyond top-level package (level {node.level})")
         base = package[: max(keep, 0)] + base
     for alias in node.names:
-        yield bool(node.level), base if alias.name == "*" else base + (alias.name,)
+        yield bool(node.level), base if alias.name == "*" else (*base, alias.name)
 
 
 def scan_python(sources: Mapping[str, str | bytes | None], *,

@@ -1,0 +1,60 @@
+"""Our Python edges equal grimp's on real packages installed in the venv.
+
+The one documented difference: grimp only sees modules reachable through `__init__.py`
+files, while we also read directories without one inside a package (PEP 420 namespace
+subpackages, e.g. `networkx/algorithms/minors/tests/`). The comparison is made on the
+modules grimp knows, and the extra files are checked to be exactly those.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from agents.analysis import analyze_path
+
+grimp = pytest.importorskip("grimp")
+
+
+def module_name(package: str, path: str) -> str:
+    parts = [package, *path.removesuffix(".py").split("/")]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def in_namespace_dir(root: Path, path: str) -> bool:
+    """True if some directory between the file and `root` has no __init__.py."""
+    directory = (root / path).parent
+    while directory != root:
+        if not (directory / "__init__.py").exists():
+            return True
+        directory = directory.parent
+    return False
+
+
+@pytest.mark.parametrize("package", ["rich", "networkx"])
+def test_edges_and_externals_equal_grimp(package):
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations
+    root = Path(next(iter(spec.submodule_search_locations)))
+    ours = analyze_path(root)
+    assert ours.errors == []
+
+    graph = grimp.build_graph(package, include_external_packages=True, cache_dir=None)
+    internal = {m for m in graph.modules if m.split(".")[0] == package}
+    theirs = {(m, i) for m in internal for i in graph.find_modules_directly_imported_by(m)}
+
+    names = {path: module_name(package, path) for path in ours.files}
+    extra_files = {path for path, name in names.items() if name not in internal}
+    assert all(in_namespace_dir(root, path) for path in extra_files)
+    assert set(names.values()) - {names[p] for p in extra_files} == internal
+
+    edges = {(names[a], names[b]) for a, b in ours.edges if a not in extra_files}
+    external = {(names[path], name) for path, found in ours.external.items()
+                if path not in extra_files for name in found}
+    assert {e for e in edges if e[1] in internal} == {e for e in theirs if e[1] in internal}
+    assert external == {e for e in theirs if e[1] not in internal}
+    # An import of a namespace-dir module is an edge to that file for us, to the
+    # top package for grimp; none of these packages does that.
+    assert all(b not in extra_files for _, b in ours.edges)
