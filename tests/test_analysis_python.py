@@ -40,10 +40,10 @@ def test_fixture_tree_edges_are_exact(pytree):
         ("src/app/sub/deep.py", "src/app/plugins/lazy_one.py"),
         # a second top-level package
         ("src/helpers/__init__.py", "src/app/sub/__init__.py"),
-        # loose test files see their siblings; `tests` is a namespace package at the root
-        ("tests/conftest.py", "src/app/__init__.py"),
-        ("tests/test_core.py", "tests/conftest.py"),
-        ("tests/test_core.py", "src/app/core.py"),
+        # loose files see their siblings; `checks` is a namespace package at the root
+        ("checks/helpers.py", "src/app/__init__.py"),
+        ("checks/check_core.py", "checks/helpers.py"),  # shadows the src/helpers package
+        ("checks/check_core.py", "src/app/core.py"),
         # `import app.sub.nonexistent.deeper`: neither it nor its parent exist -> top package
         ("scripts/tool.py", "src/app/__init__.py"),
     }
@@ -53,7 +53,7 @@ def test_externals_by_top_level_name(pytree):
     assert pytree.external["src/app/core.py"] == [
         "__future__", "json", "os", "typing", "ujson", "yaml"]
     # a loose module of another directory is not importable from scripts/
-    assert pytree.external["scripts/tool.py"] == ["conftest", "sys"]
+    assert pytree.external["scripts/tool.py"] == ["check_core", "sys"]
 
 
 def test_syntax_errors_and_bad_relative_imports_are_recorded_not_raised(pytree):
