@@ -88,6 +88,12 @@ def test_invalid_plans_raise_plan_errors(files, declared, error):
         analyze_sources(files, declared=declared)
 
 
+@pytest.mark.parametrize("cost", [-1, float("nan"), float("inf"), "lots"])
+def test_invalid_costs_raise_plan_errors(cost):
+    with pytest.raises(PlanError):
+        analyze_sources({"a.py": None}, costs={"a.py": cost})
+
+
 def test_to_json_shape_and_order():
     analysis = analyze_sources({"b.py": "import a\nimport os\n", "a.py": "import b\n"})
     data = json.loads(json.dumps(analysis.to_json()))

@@ -12,6 +12,7 @@ grimp's semantics, JavaScript/TypeScript imports dependency-cruiser's.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,7 +43,8 @@ def analyze_path(root: Path, *, costs: Mapping[str, float] | None = None) -> Ana
         raise NotADirectoryError(f"not a directory: {root}")
     contents: dict[str, Content] = dict(discover(root))
     files = sorted(p for p in contents if is_source(p))
-    return _analyze(str(root), root.resolve().name, files, contents, costs or {}, set(), started)
+    return _analyze(str(root), root.resolve().name, files, contents, _clean_costs(costs),
+                    set(), started)
 
 
 def analyze_sources(files: Mapping[str, str | None], *, root_name: str = ".",
@@ -72,9 +74,8 @@ def analyze_sources(files: Mapping[str, str | None], *, root_name: str = ".",
                 raise PlanError(f"{path} depends on {dep!r}, which is not in the plan",
                                 field=f"files[{path}].depends_on")
             extra.add((path, target))
-    clean_costs = {normalize(p): float(c) for p, c in (costs or {}).items()}
-    return _analyze(root_name, root_name, sorted(contents), contents, clean_costs, extra,
-                    started)
+    return _analyze(root_name, root_name, sorted(contents), contents, _clean_costs(costs),
+                    extra, started)
 
 
 def _analyze(root: str, root_name: str, files: list[str], contents: Mapping[str, Content],
@@ -112,6 +113,20 @@ def _analyze(root: str, root_name: str, files: list[str], contents: Mapping[str,
     return Analysis(root=root, files=files, edges=sorted(graph.edges), external=external,
                     cycles=cycles, levels=levels, critical_path=path, priorities=priorities,
                     stats=stats, costs=cost, errors=list(result.errors))
+
+
+def _clean_costs(costs: Mapping[str, float] | None) -> dict[str, float]:
+    """Costs keyed by normalised path; raise `PlanError` for a negative or non-finite one."""
+    clean: dict[str, float] = {}
+    for raw, value in (costs or {}).items():
+        try:
+            cost = float(value)
+        except (TypeError, ValueError) as exc:
+            raise PlanError(f"cost of {raw!r} is not a number", field="costs") from exc
+        if not math.isfinite(cost) or cost < 0:
+            raise PlanError(f"cost of {raw!r} must be finite and >= 0", field="costs")
+        clean[normalize(raw)] = cost
+    return clean
 
 
 def _text(content: Content) -> str | None:

@@ -10,9 +10,12 @@ the tree root and `src/`, where every file is importable by its path (PEP 420).
 Resolution follows grimp (import-linter's engine), checked against grimp 3.20:
 `import a.b.c` is an edge to `a.b.c` only, not to its parents; `from a import b` is an
 edge to `a.b` if that is a module, else to `a`; a name that does not exist resolves to
-its parent module if that exists, else to the top-level package. Imports anywhere in the
-file count (function bodies, `if TYPE_CHECKING:`, try/except). Everything else is an
-external, recorded by its top-level name.
+its parent module if that exists, else to nothing (counted as unresolved: a compiled
+extension, or a module generated at run time). Imports anywhere in the file count
+(function bodies, `if TYPE_CHECKING:`, try/except). Imports whose top-level name is not
+in the tree are externals, recorded by that name.
+(grimp with `include_external_packages=True` turns the unresolved ones into an edge to
+the top-level package, as if it were external; we follow its default, internal view.)
 """
 
 from __future__ import annotations
@@ -130,8 +133,8 @@ class ModuleIndex:
 
 
 def resolve(scope: Mapping[Name, str], name: Name) -> str | None:
-    """grimp's rule: the module itself, else its parent, else the top-level package."""
-    for candidate in (name, name[:-1], name[:1]):
+    """grimp's rule: the module itself, else its parent (`name` is an attribute)."""
+    for candidate in (name, name[:-1]):
         if candidate and candidate in scope:
             return scope[candidate]
     return None
@@ -181,7 +184,7 @@ def scan_python(sources: Mapping[str, str | bytes | None], *,
             continue
         try:
             tree = ast.parse(source, filename=path)
-        except (SyntaxError, ValueError) as exc:
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             result.error(path, f"{type(exc).__name__}: {exc}")
             continue
         result.parsed += 1
