@@ -43,7 +43,8 @@ def check_dependency_order(evs: list[tuple[Any, str, dict[str, Any]]]) -> None:
     return None
 
 
-def test_example_plan_runs_in_dependency_order_then_hits_the_cache(settings: Settings) -> None:
+def test_example_plan_runs_in_dependency_order_then_hits_the_cache(topics: Settings) -> None:
+    settings = topics
     with running_pipeline(settings, workers=2):
         first = submit(settings, example_plan())
         kind, done = wait_for(settings, first, {"PlanCompleted", "PlanRejected"})
@@ -105,7 +106,8 @@ def changelog_state(settings: Settings) -> dict[str, dict[str, Any]]:
     return state
 
 
-def test_cyclic_and_invalid_plans_are_rejected_with_the_reason(settings: Settings) -> None:
+def test_cyclic_and_invalid_plans_are_rejected_with_the_reason(topics: Settings) -> None:
+    settings = topics
     cyclic = {"project": "cyc", "name": "cycle", "files": [
         {"path": "a.py", "content": "import b\n"},
         {"path": "b.py", "content": "import c\n"},
