@@ -162,29 +162,30 @@ class Scheduler:
 
     # -- failures ------------------------------------------------------------------
     async def decide_failure(self, state: F.PlanState, failed: dict[str, Any]) -> None:
-        decision = self.policy.decide(failed["attempt"], bool(failed["retryable"]),
+        plan_id, task_id = failed["plan_id"], failed["task_id"]
+        task = state.tasks[task_id]
+        decision = self.policy.decide(F.attempts_used(task), bool(failed["retryable"]),
                                       failed["error"], rng=self.rng,
                                       retry_after=failed.get("retry_after_s"))
-        plan_id, task_id = failed["plan_id"], failed["task_id"]
         if decision.retry:
             delay_ms = int(decision.delay * 1000)
             due = now_ms() + delay_ms
             await self.p.emit.event("TaskRetryScheduled", {
                 "event_id": new_id(), "plan_id": plan_id, "task_id": task_id,
-                "path": failed["path"], "attempt": decision.next_attempt, "delay_ms": delay_ms,
+                "path": failed["path"], "attempt": failed["attempt"] + 1, "delay_ms": delay_ms,
                 "due_at": due, "reason": decision.reason})
-            heapq.heappush(self.timers, (due, plan_id, task_id, decision.next_attempt))
+            heapq.heappush(self.timers, (due, plan_id, task_id, failed["attempt"] + 1))
             return
-        task = state.tasks[task_id]
         await self.p.emit.event("TaskDeadLettered", {
             "event_id": new_id(), "plan_id": plan_id, "task_id": task_id, "path": failed["path"],
             "attempts": failed["attempt"], "reason": decision.reason,
             "fingerprint": failed["fingerprint"], "at": now_ms()})
         await self.p.emit.dead_letter(
             self.p.codec.encode("TaskFailed", failed), task_id.encode(),
-            dead_letter_headers(decision.reason, topic=self.p.settings.topic(T.EVENTS),
-                                partition=None, offset=None, attempt=failed["attempt"],
-                                fingerprint=failed["fingerprint"], event_type="TaskFailed"))
+            [*dead_letter_headers(decision.reason, topic=self.p.settings.topic(T.EVENTS),
+                                  partition=None, offset=None, attempt=failed["attempt"],
+                                  fingerprint=failed["fingerprint"], event_type="TaskFailed"),
+             ("plan-id", plan_id.encode()), ("task-id", task_id.encode())])
         await self.p.emit.event("Escalation", {
             "event_id": new_id(), "plan_id": plan_id, "task_id": task_id, "kind": "dead_letter",
             "reason": decision.reason, "attempts": failed["attempt"], "errors": task["errors"],

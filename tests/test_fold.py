@@ -130,3 +130,28 @@ def test_stale_dispatch_and_unknown_plan_are_ignored() -> None:
     apply(state, "PlanAccepted", accepted(nx.DiGraph([("b", "a")])))
     apply(state, "TaskDispatched", dispatched("b"))  # b is not ready: ignored
     assert state.tasks["b"]["status"] == "waiting"
+
+
+def test_redrive_revives_a_dead_task_with_a_fresh_budget() -> None:
+    from agents.scheduling.fold import REDRIVE, attempts_used
+
+    g = nx.DiGraph([("b", "a")])
+    state = PlanState()
+    apply(state, "PlanAccepted", accepted(g))
+    apply(state, "TaskDispatched", dispatched("a"))
+    apply(state, "TaskFailed", {"event_id": "f1", "plan_id": "p1", "task_id": "a", "path": "a.py",
+                                "attempt": 1, "worker_id": "w", "dispatch_id": "x", "executor": "demo",
+                                "error": "e", "error_type": "t", "retryable": False,
+                                "fingerprint": "fp", "output": None, "retry_after_s": None,
+                                "started_at": 1, "finished_at": 2})
+    apply(state, "TaskDeadLettered", {"event_id": "z", "plan_id": "p1", "task_id": "a",
+                                      "path": "a.py", "attempts": 1, "reason": "x",
+                                      "fingerprint": "fp", "at": 3})
+    assert state.header["status"] == STALLED
+    retry = {"event_id": "r", "plan_id": "p1", "task_id": "a", "path": "a.py", "attempt": 2,
+             "delay_ms": 0, "due_at": 4, "reason": f"{REDRIVE}: by test"}
+    apply(state, "TaskRetryScheduled", retry)
+    assert state.tasks["a"]["status"] == "retry_wait"
+    assert attempts_used(state.tasks["a"]) == 1
+    assert state.header["status"] == "running" and state.header["dead"] == 0
+    assert apply(state, "TaskRetryScheduled", retry) == []  # duplicate

@@ -28,6 +28,8 @@ PLAN_DONE = "done"
 STALLED = "stalled"        # a task is dead; its dependents are held for the PM
 REJECTED = "rejected"
 
+REDRIVE = "redrive"  # reason prefix of a TaskRetryScheduled that revives a dead task
+
 Task = dict[str, Any]
 
 
@@ -137,11 +139,24 @@ def _failed(state: PlanState, ev: dict[str, Any]) -> list[Command]:
 
 def _retry_scheduled(state: PlanState, ev: dict[str, Any]) -> list[Command]:
     task = state.tasks.get(ev["task_id"])
-    if task is None or task["status"] != FAILED or ev["attempt"] != task["attempt"] + 1:
+    if task is None or ev["attempt"] != task["attempt"] + 1:
+        return []
+    if task["status"] == DEAD and ev["reason"].startswith(REDRIVE):
+        # A redrive from the DLQ: a fresh attempt budget, counted from here.
+        task["attempt_base"] = task["attempt"]
+        state.header["dead"] -= 1
+        if state.header["dead"] == 0:
+            state.header["status"] = RUNNING
+    elif task["status"] != FAILED:
         return []
     task.update(status=RETRY_WAIT, attempt=ev["attempt"], due_at=ev["due_at"])
     state.tasks[ev["task_id"]] = task
     return []
+
+
+def attempts_used(task: Task) -> int:
+    """Attempts counted against the retry budget (a redrive starts a new budget)."""
+    return int(task["attempt"]) - int(task.get("attempt_base") or 0)
 
 
 def _ready(state: PlanState, ev: dict[str, Any]) -> list[Command]:
