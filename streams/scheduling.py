@@ -74,6 +74,9 @@ class Scheduler:
             await self.release(state, cmd.task_id or "")
         elif cmd.kind == "completed":
             self.store_output(state, record)
+        elif cmd.kind == "retry_wait":
+            heapq.heappush(self.timers, (int(cmd.data["due_at"]), cmd.plan_id, cmd.task_id or "",
+                                         int(cmd.data["attempt"])))
         elif cmd.kind == "decide_failure":
             await self.decide_failure(state, record)
         elif cmd.kind == "plan_done":
@@ -174,7 +177,6 @@ class Scheduler:
                 "event_id": new_id(), "plan_id": plan_id, "task_id": task_id,
                 "path": failed["path"], "attempt": failed["attempt"] + 1, "delay_ms": delay_ms,
                 "due_at": due, "reason": decision.reason})
-            heapq.heappush(self.timers, (due, plan_id, task_id, failed["attempt"] + 1))
             return
         await self.p.emit.event("TaskDeadLettered", {
             "event_id": new_id(), "plan_id": plan_id, "task_id": task_id, "path": failed["path"],

@@ -154,4 +154,4 @@ def test_redrive_revives_a_dead_task_with_a_fresh_budget() -> None:
     assert state.tasks["a"]["status"] == "retry_wait"
     assert attempts_used(state.tasks["a"]) == 1
     assert state.header["status"] == "running" and state.header["dead"] == 0
-    assert apply(state, "TaskRetryScheduled", retry) == []  # duplicate
+    assert apply(state, "TaskRetryScheduled", retry) == []  # duplicate: no second timer

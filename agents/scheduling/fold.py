@@ -50,7 +50,7 @@ class PlanState:
 class Command:
     """Something the edge must do because of a transition."""
 
-    kind: str  # "release" | "completed" | "decide_failure" | "plan_done" | "stalled"
+    kind: str  # release | completed | decide_failure | retry_wait | plan_done | stalled
     plan_id: str
     task_id: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
@@ -151,7 +151,8 @@ def _retry_scheduled(state: PlanState, ev: dict[str, Any]) -> list[Command]:
         return []
     task.update(status=RETRY_WAIT, attempt=ev["attempt"], due_at=ev["due_at"])
     state.tasks[ev["task_id"]] = task
-    return []
+    return [Command("retry_wait", state.header["plan_id"], ev["task_id"],
+                    {"due_at": ev["due_at"], "attempt": ev["attempt"]})]
 
 
 def attempts_used(task: Task) -> int:
