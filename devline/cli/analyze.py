@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from agents.analysis import Analysis, analyze_path, analyze_sources
 from devline.errors import PlanError
+
+if TYPE_CHECKING:  # the analyzer (and networkx) load only when the command runs
+    from agents.analysis import Analysis
 
 EXIT_ERROR = 1
 EXIT_CYCLES = 3
@@ -24,6 +26,8 @@ EXIT_CYCLES = 3
 
 def load_plan(path: Path) -> Analysis:
     """Analyse a plan file: YAML or JSON with `files: [{path, content?, depends_on?, cost?}]`."""
+    from agents.analysis import analyze_sources
+
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -112,6 +116,8 @@ def analyze(
     Prints a summary, or with --json the whole analysis: files, edges,
     externals, cycles, levels, critical path, priorities and stats.
     """
+    from agents.analysis import analyze_path
+
     err = Console(stderr=True)
     target = Path(path)
     try:
