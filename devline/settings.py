@@ -45,6 +45,12 @@ class Settings(BaseModel):
     max_workers: int = Field(10, ge=1, description="Most worker processes")
     worker_slots: int = Field(1, ge=1, description="Tasks one worker process runs at once")
     executor: str = Field("demo", description="Default executor: demo, command, http, python")
+    executor_config: Path | None = Field(
+        None, description="YAML/JSON file: executor name -> its config (argv, base_url, ...)")
+    no_progress_repeats: int = Field(3, ge=2, description="Same error this often in a row: stop")
+    breaker_open_s: float = Field(30.0, gt=0, description="Circuit breaker cool-down seconds")
+    breaker_min_calls: int = Field(5, ge=1, description="Calls in the window before it may open")
+    breaker_window: int = Field(20, ge=1, description="Calls in the breaker's sliding window")
     log_level: str = Field("INFO", description="Log level")
 
     @field_validator("bootstrap")
