@@ -83,3 +83,15 @@ def test_never_more_in_flight_than_capacity_and_each_task_once(
         for a in batch:
             d.task_finished(a.task.plan_id, a.task.task_id)
     assert sorted(sent) == sorted(f"t{i}" for i in range(len(tasks)))
+
+
+def test_refused_tasks_stay_queued_and_others_take_the_slot() -> None:
+    d = Dispatcher()
+    d.add_ready(ReadyTask("p", "llm", "proj/llm", "dev", 9.0, 1, 0.0, executor="http"))
+    d.add_ready(ReadyTask("p", "local", "proj/local", "dev", 1.0, 1, 0.0, executor="demo"))
+    d.worker_seen("w", capacity=1, partitions=[0], state="idle", now=0.0)
+    sent = d.assign(0.0, admit=lambda t: t.executor != "http")
+    assert [a.task.task_id for a in sent] == ["local"]
+    assert d.backlog == 1
+    d.task_finished("p", "local")
+    assert [a.task.task_id for a in d.assign(0.0)] == ["llm"]

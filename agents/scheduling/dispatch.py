@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 KIND_RANK = {"fix": 0, "dev": 1}
@@ -41,6 +42,7 @@ class ReadyTask:
     priority: float
     attempt: int
     ready_at: float
+    executor: str = "demo"
 
 
 @dataclass(frozen=True)
@@ -126,8 +128,13 @@ class Dispatcher:
         self._busy_paths = {p: k for p, k in self._busy_paths.items() if k != key}
 
     # -- the decision -----------------------------------------------------------
-    def assign(self, now: float) -> list[Assignment]:
-        """Pair queued tasks with free slots in priority order; return the pairs made."""
+    def assign(self, now: float, admit: Callable[[ReadyTask], bool] | None = None
+               ) -> list[Assignment]:
+        """Pair queued tasks with free slots in priority order; return the pairs made.
+
+        `admit` may refuse a task (open breaker, rate limit, spent budget): it stays queued
+        and the next task in priority order gets the slot.
+        """
         out: list[Assignment] = []
         skipped: list[tuple[int, float, int, ReadyTask]] = []
         while self._heap:
@@ -141,6 +148,9 @@ class Dispatcher:
                 continue  # dropped meanwhile
             if task.path in self._busy_paths:
                 skipped.append(entry)  # two writers of one path never run at once
+                continue
+            if admit is not None and not admit(task):
+                skipped.append(entry)
                 continue
             self._queued.discard(key)
             self._owner[key] = worker.worker_id

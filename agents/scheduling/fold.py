@@ -67,6 +67,7 @@ def _init(state: PlanState, ev: dict[str, Any]) -> list[Command]:
         "plan_id": ev["plan_id"], "project": ev["project"], "name": ev["name"],
         "status": RUNNING, "accepted_at": ev["accepted_at"], "completed_at": None,
         "total": len(ev["tasks"]), "done": 0, "dead": 0, "cache_hits": 0, "executor_runs": 0,
+        "tokens": 0, "cost": 0.0,
         "options": dict(ev.get("options") or {}),
     })
     commands: list[Command] = []
@@ -112,6 +113,8 @@ def _completed(state: PlanState, ev: dict[str, Any]) -> list[Command]:
     h = state.header
     h["done"] += 1
     h["cache_hits" if task["cached"] else "executor_runs"] += 1
+    h["tokens"] += int(ev.get("tokens") or 0)
+    h["cost"] += float(ev.get("cost") or 0.0)
     commands = [Command("completed", h["plan_id"], tid)]
     for dep_id in task["dependents"]:
         dependent = state.tasks[dep_id]
