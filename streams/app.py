@@ -98,6 +98,8 @@ class Pipeline:
         self.tasks = self.app.Table("tasks", **table)
         self.cache = self.app.Table("cache", **table)
         self.artifacts = self.app.Table("artifacts", **table)
+        # Breakers are global, not per plan: key-hash partitioning keeps one home per key.
+        self.breakers = self.app.Table("breakers", use_partitioner=True, **table)
         self.emit = Emitter(settings, self.codec, self._send)
 
     async def _send(self, topic: str, *, key: bytes | None, value: bytes | None,

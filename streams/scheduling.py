@@ -21,6 +21,7 @@ from agents.scheduling.dispatch import Assignment, Dispatcher, ReadyTask
 from devline.errors import DecodeError
 from streams import topics as T
 from streams.emit import dead_letter_headers, new_id, now_ms
+from streams.guarding import GuardEdge
 from streams.planning import dead_letter_message
 from streams.workspace import write_output
 
@@ -40,6 +41,7 @@ class Scheduler:
     def __init__(self, pipeline: Pipeline, policy: BackoffPolicy | None = None) -> None:
         self.p = pipeline
         self.dispatcher = Dispatcher()
+        self.guard = GuardEdge(pipeline)
         self.policy = policy or BackoffPolicy(initial=1.0, max_interval=60.0,
                                               max_attempts=pipeline.settings.max_attempts)
         self.rng = random.Random()
@@ -74,10 +76,13 @@ class Scheduler:
             await self.release(state, cmd.task_id or "")
         elif cmd.kind == "completed":
             self.store_output(state, record)
+            await self.guard.on_result("TaskCompleted", record)
+            await self.guard.check_budget(state)
         elif cmd.kind == "retry_wait":
             heapq.heappush(self.timers, (int(cmd.data["due_at"]), cmd.plan_id, cmd.task_id or "",
                                          int(cmd.data["attempt"])))
         elif cmd.kind == "decide_failure":
+            await self.guard.on_result("TaskFailed", record)
             await self.decide_failure(state, record)
         elif cmd.kind == "plan_done":
             h = state.header
@@ -112,7 +117,8 @@ class Scheduler:
             return
         self.dispatcher.add_ready(ReadyTask(
             state.header["plan_id"], task_id, f"{state.header['project']}/{task['spec']['path']}",
-            task["kind"], float(task["spec"]["priority"]), task["attempt"], time.time()))
+            task["kind"], float(task["spec"]["priority"]), task["attempt"], time.time(),
+            task["spec"]["executor"]))
 
     def store_output(self, state: F.PlanState, record: dict[str, Any]) -> None:
         digest = record["content_hash"]
@@ -129,7 +135,7 @@ class Scheduler:
 
     async def pump(self) -> None:
         """Send every assignment the dispatcher can make now."""
-        for assignment in self.dispatcher.assign(time.time()):
+        for assignment in self.dispatcher.assign(time.time(), admit=self.guard.admit):
             await self.dispatch(assignment)
 
     async def dispatch(self, a: Assignment) -> None:
@@ -170,30 +176,43 @@ class Scheduler:
         decision = self.policy.decide(F.attempts_used(task), bool(failed["retryable"]),
                                       failed["error"], rng=self.rng,
                                       retry_after=failed.get("retry_after_s"))
-        if decision.retry:
-            delay_ms = int(decision.delay * 1000)
-            due = now_ms() + delay_ms
-            await self.p.emit.event("TaskRetryScheduled", {
-                "event_id": new_id(), "plan_id": plan_id, "task_id": task_id,
-                "path": failed["path"], "attempt": failed["attempt"] + 1, "delay_ms": delay_ms,
-                "due_at": due, "reason": decision.reason})
+        if not decision.retry:
+            await self.dead_letter(state, failed, decision.reason, "dead_letter")
             return
+        k = self.p.settings.no_progress_repeats
+        recent = task["errors"][-k:]
+        if len(recent) == k and len(set(recent)) == 1:
+            # The same error k times in a row: another attempt will not help.
+            await self.dead_letter(state, failed, f"no progress: the same error {k} times "
+                                   f"in a row ({failed['error'][:200]})", "no_progress")
+            return
+        delay_ms = int(decision.delay * 1000)
+        await self.p.emit.event("TaskRetryScheduled", {
+            "event_id": new_id(), "plan_id": plan_id, "task_id": task_id,
+            "path": failed["path"], "attempt": failed["attempt"] + 1, "delay_ms": delay_ms,
+            "due_at": now_ms() + delay_ms, "reason": decision.reason})
+
+    async def dead_letter(self, state: F.PlanState, failed: dict[str, Any], reason: str,
+                          kind: str) -> None:
+        """Park a task: DLQ record (the failure, reason in headers), event, PM escalation."""
+        plan_id, task_id = failed["plan_id"], failed["task_id"]
+        task = state.tasks[task_id]
         await self.p.emit.event("TaskDeadLettered", {
             "event_id": new_id(), "plan_id": plan_id, "task_id": task_id, "path": failed["path"],
-            "attempts": failed["attempt"], "reason": decision.reason,
+            "attempts": failed["attempt"], "reason": reason,
             "fingerprint": failed["fingerprint"], "at": now_ms()})
         await self.p.emit.dead_letter(
             self.p.codec.encode("TaskFailed", failed), task_id.encode(),
-            [*dead_letter_headers(decision.reason, topic=self.p.settings.topic(T.EVENTS),
+            [*dead_letter_headers(reason, topic=self.p.settings.topic(T.EVENTS),
                                   partition=None, offset=None, attempt=failed["attempt"],
                                   fingerprint=failed["fingerprint"], event_type="TaskFailed"),
              ("plan-id", plan_id.encode()), ("task-id", task_id.encode())])
         await self.p.emit.event("Escalation", {
-            "event_id": new_id(), "plan_id": plan_id, "task_id": task_id, "kind": "dead_letter",
-            "reason": decision.reason, "attempts": failed["attempt"], "errors": task["errors"],
+            "event_id": new_id(), "plan_id": plan_id, "task_id": task_id, "kind": kind,
+            "reason": reason, "attempts": failed["attempt"], "errors": task["errors"],
             "last_output": failed.get("output"), "at": now_ms()}, topic=T.ESCALATIONS)
         log.warning("task %s/%s dead-lettered after %d attempts: %s", plan_id, task_id,
-                    failed["attempt"], decision.reason)
+                    failed["attempt"], reason)
 
     async def fire_timers(self) -> None:
         now = now_ms()
@@ -210,6 +229,7 @@ class Scheduler:
     # -- recovery -----------------------------------------------------------------
     async def rebuild(self) -> None:
         """After table recovery: queue READY tasks again and re-arm retry timers."""
+        self.guard.restore()
         queued = 0
         for key, task in list(self.p.tasks.items()):
             plan_id, _, task_id = key.partition("/")
@@ -263,6 +283,7 @@ def register_scheduler(pipeline: Pipeline) -> Scheduler:
     @app.timer(interval=1.0)
     async def housekeeping() -> None:
         sched.dispatcher.expire_workers(time.time())
+        await sched.guard.tick()
         await sched.pump()
         d = sched.dispatcher
         await pipeline.emit.metric("scheduler", "backlog", d.backlog)

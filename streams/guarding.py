@@ -1,0 +1,86 @@
+"""The edge around dispatch guards: breaker state in a table, transitions as events."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from agents.resilience.breaker import BreakerConfig, Transition
+from agents.scheduling.dispatch import ReadyTask
+from agents.scheduling.guards import Budget, Guards
+from streams import topics as T
+from streams.emit import new_id, now_ms
+
+if TYPE_CHECKING:
+    from agents.scheduling.fold import PlanState
+    from streams.app import Pipeline
+
+log = logging.getLogger("devline.guards")
+STATE_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+
+
+class GuardEdge:
+    def __init__(self, pipeline: Pipeline) -> None:
+        s = pipeline.settings
+        self.p = pipeline
+        self.guards = Guards(BreakerConfig(minimum_calls=s.breaker_min_calls,
+                                           window_size=s.breaker_window,
+                                           open_duration=s.breaker_open_s))
+        self.escalated: set[str] = set()
+
+    def admit(self, task: ReadyTask) -> bool:
+        header = self.p.plans.get(task.plan_id) or {}
+        budget = Budget.from_options(header.get("options") or {})
+        if budget.exhausted_by(int(header.get("tokens") or 0), float(header.get("cost") or 0)):
+            return False
+        return self.guards.admit((task.plan_id, task.task_id), task.executor, time.time())
+
+    async def on_result(self, event_type: str, record: dict[str, Any]) -> None:
+        """Feed a fresh completion or failure to the executor's breaker and limiter."""
+        if record.get("cached"):
+            return
+        failed = event_type == "TaskFailed"
+        rate_limited = failed and record.get("error_type") == "rate_limited"
+        transitions, change = self.guards.on_result(
+            (record["plan_id"], record["task_id"]), record["executor"], failed=failed,
+            rate_limited=rate_limited, retry_after=record.get("retry_after_s"), now=time.time())
+        if change is not None:
+            log.info("executor %s concurrency %d -> %d (%s)", record["executor"], change.old,
+                     change.new, change.reason)
+            await self.p.emit.metric("guards", "concurrency_limit", change.new,
+                                     executor=record["executor"])
+        await self.publish(transitions)
+        self.p.breakers[record["executor"]] = self.guards.state_of(record["executor"])
+
+    async def publish(self, transitions: list[Transition]) -> None:
+        for t in transitions:
+            log.warning("circuit %s: %s -> %s (%s)", t.breaker, t.from_state, t.to_state, t.reason)
+            await self.p.emit.event("CircuitTransition", {
+                "event_id": new_id(), "breaker": t.breaker, "from_state": str(t.from_state),
+                "to_state": str(t.to_state), "reason": t.reason, "error_rate": float(t.error_rate),
+                "calls": int(t.calls), "at": int(t.at * 1000)}, topic=T.METRICS, key=t.breaker)
+            await self.p.emit.metric("guards", "breaker_state", STATE_VALUE[str(t.to_state)],
+                                     executor=t.breaker)
+
+    async def tick(self) -> None:
+        await self.publish(self.guards.tick(time.time()))
+
+    def restore(self) -> None:
+        for executor, data in list(self.p.breakers.items()):
+            if data:
+                self.guards.restore(executor, data)
+
+    async def check_budget(self, state: PlanState) -> None:
+        """Escalate once when a plan's spending budget runs out; dispatch already stopped."""
+        h = state.header
+        why = Budget.from_options(h.get("options") or {}).exhausted_by(
+            int(h.get("tokens") or 0), float(h.get("cost") or 0))
+        if why is None or h["plan_id"] in self.escalated:
+            return
+        self.escalated.add(h["plan_id"])
+        log.warning("plan %s: %s; dispatch stopped, escalating", h["plan_id"], why)
+        await self.p.emit.event("Escalation", {
+            "event_id": new_id(), "plan_id": h["plan_id"], "task_id": None, "kind": "budget",
+            "reason": why, "attempts": 0, "errors": [], "last_output": None, "at": now_ms()},
+            topic=T.ESCALATIONS)
