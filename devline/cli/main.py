@@ -169,6 +169,9 @@ def _register_optional() -> None:
     app.command("worker")(runner.worker)
     app.command("processor")(runner.processor)
     app.command("demo")(runner.demo)
+    from devline.cli.dlq import dlq_app
+
+    app.add_typer(dlq_app, name="dlq")
     try:
         from devline.cli.analyze import analyze
     except ImportError:  # the analyzer ships in its own module

@@ -1,0 +1,448 @@
+"""`devline dlq`: list, show and redrive dead letters.
+
+A dead task's letter (headers `plan-id`/`task-id`, value = its last TaskFailed) is redriven
+with a `TaskRetryScheduled` whose reason starts with "redrive": the fold revives the task with
+a fresh attempt budget and the scheduler dispatches it again. A poison record (bytes that did
+not decode where they were read) is put back on its source topic as it was.
+
+Each letter is redriven at most once. Task redrives are found again in devline.events by
+their reason; poison redrives by an `OpsDecision` (action "redrive") on devline.ops, since a
+republished record carries no plan to log it under. devline.dlq has one partition, so an
+offset names a letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from agents.scheduling import fold as F
+from devline.cli.common import err, out, run_async, settings_of
+from devline.errors import BrokerUnavailable, DecodeError, DevlineError
+from devline.settings import Settings
+from schemas.codec import Codec
+from streams import topics as T
+from streams.client import produce, records, replay
+from streams.emit import new_id, now_ms
+
+dlq_app = typer.Typer(help="Inspect dead letters (devline.dlq) and redrive them.",
+                      no_args_is_help=True)
+
+IDLE_S = 1.0  # a topic scan ends after this long with nothing new
+REASON_WIDTH = 60
+HEX_LIMIT = 1024
+REDRIVE_OF = "redrive-of"  # header on a republished poison record: where it came back from
+_MARK = re.compile(r"^redrive: from DLQ offset (\d+)\b")
+
+
+def redrive_reason(offset: int) -> str:
+    """The reason of a redrive; it starts with the fold's REDRIVE prefix and names the letter."""
+    return f"{F.REDRIVE}: from DLQ offset {offset} by devline dlq"
+
+
+# -- the letters -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Letter:
+    """One dead letter as read from devline.dlq."""
+
+    partition: int
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+    @classmethod
+    def of(cls, record: Any) -> Letter:
+        return cls(record.partition, record.offset, record.timestamp, record.key, record.value,
+                   tuple(record.headers or ()))
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v.decode("utf-8", "replace")
+        return None
+
+    def _int(self, name: str) -> int | None:
+        raw = self.header(name)
+        try:
+            return int(raw) if raw is not None else None
+        except ValueError:
+            return None
+
+    @property
+    def plan_id(self) -> str | None:
+        return self.header("plan-id")
+
+    @property
+    def task_id(self) -> str | None:
+        return self.header("task-id")
+
+    @property
+    def is_task(self) -> bool:
+        return bool(self.plan_id and self.task_id)
+
+    @property
+    def attempt(self) -> int | None:
+        return self._int("dlq-attempt")
+
+    @property
+    def at(self) -> int:
+        return self._int("dlq-at") or self.timestamp
+
+    @property
+    def source(self) -> tuple[str | None, int | None, int | None]:
+        return (self.header("dlq-source-topic"), self._int("dlq-source-partition"),
+                self._int("dlq-source-offset"))
+
+    def row(self, now: int, redriven: str | None) -> dict[str, Any]:
+        """The JSON-able summary `list` prints."""
+        topic, part, off = self.source
+        return {"partition": self.partition, "offset": self.offset, "at": self.at,
+                "age_s": max(now - self.at, 0) / 1000,
+                "key": self.key.decode("utf-8", "replace") if self.key is not None else None,
+                "source_topic": topic, "source_partition": part, "source_offset": off,
+                "plan_id": self.plan_id, "task_id": self.task_id, "attempt": self.attempt,
+                "fingerprint": self.header("dlq-fingerprint"),
+                "event_type": self.header("event-type"), "reason": self.header("dlq-reason"),
+                "redriven": redriven}
+
+
+def find(letters: Sequence[Letter], offset: int) -> Letter | None:
+    hits = [x for x in letters if x.offset == offset]
+    if len(hits) > 1:
+        raise DevlineError(f"offset {offset} is in several partitions of {T.DLQ}: "
+                           f"{sorted(x.partition for x in hits)}")
+    return hits[0] if hits else None
+
+
+# -- redrive decisions (pure) ------------------------------------------------------------
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one letter: `task` (send `event`), `republish`, or `skip` (why)."""
+
+    letter: Letter
+    action: str
+    detail: str
+    event: dict[str, Any] = field(default_factory=dict)
+
+
+def decide(letter: Letter, marks: dict[int, str], states: dict[str, F.PlanState],
+           now: int) -> Decision:
+    """Decide one letter's redrive from what the logs say; sends nothing."""
+    if letter.offset in marks:
+        return Decision(letter, "skip", f"already redriven ({marks[letter.offset]})")
+    if not letter.is_task:
+        topic, _, _ = letter.source
+        if not topic:
+            return Decision(letter, "skip", "no dlq-source-topic header: nowhere to send it")
+        return Decision(letter, "republish", f"republish to {topic}")
+    plan_id, task_id = str(letter.plan_id), str(letter.task_id)
+    state = states.get(plan_id)
+    task = state.tasks.get(task_id) if state else None
+    if task is None:
+        return Decision(letter, "skip", f"no task {plan_id}/{task_id} in the event log")
+    if task["status"] != F.DEAD:
+        return Decision(letter, "skip", f"task {task_id} is {task['status']}, not dead")
+    if letter.attempt is not None and letter.attempt != task["attempt"]:
+        return Decision(letter, "skip", f"stale letter (attempt {letter.attempt}): task "
+                        f"{task_id} died again at attempt {task['attempt']}; redrive that letter")
+    event = {"event_id": new_id(), "plan_id": plan_id, "task_id": task_id,
+             "path": task["spec"]["path"], "attempt": int(task["attempt"]) + 1, "delay_ms": 0,
+             "due_at": now, "reason": redrive_reason(letter.offset)}
+    return Decision(letter, "task", f"revive task {plan_id}/{task_id} as attempt "
+                    f"{event['attempt']}", event)
+
+
+def decide_all(letters: Iterable[Letter], marks: dict[int, str],
+               states: dict[str, F.PlanState], now: int) -> list[Decision]:
+    """Decide in order, folding each redrive locally so a batch never revives a task twice."""
+    marks = dict(marks)
+    decisions = []
+    for letter in letters:
+        d = decide(letter, marks, states, now)
+        if d.action == "task":
+            F.apply(states[d.event["plan_id"]], "TaskRetryScheduled", d.event)
+        if d.action != "skip":
+            marks[letter.offset] = "in this run"
+        decisions.append(d)
+    return decisions
+
+
+# -- reading the topics ------------------------------------------------------------------
+async def load_letters(settings: Settings) -> list[Letter]:
+    got = [Letter.of(r) async for r in records(settings, T.DLQ, idle_timeout=IDLE_S)]
+    return sorted(got, key=lambda x: (x.partition, x.offset))
+
+
+def _event_type(record: Any) -> bytes | None:
+    return next((v for k, v in record.headers or () if k == "event-type"), None)
+
+
+async def redrive_marks(settings: Settings, codec: Codec) -> dict[int, str]:
+    """DLQ offsets already redriven: {offset: what was done}, from devline.events and .ops."""
+    marks: dict[int, str] = {}
+
+    async def scan(topic: str, event_type: str) -> list[dict[str, Any]]:
+        found = []
+        async for r in records(settings, topic, idle_timeout=IDLE_S):
+            if _event_type(r) != event_type.encode():
+                continue  # cheap: most events are not redrives
+            try:
+                found.append(codec.decode(r.value or b"")[1])
+            except DecodeError:
+                continue
+        return found
+
+    retries, decisions = await asyncio.gather(scan(T.EVENTS, "TaskRetryScheduled"),
+                                              scan(T.OPS, "OpsDecision"))
+    for ev in retries:
+        if m := _MARK.match(ev["reason"]):
+            marks.setdefault(int(m.group(1)),
+                             f"revived task {ev['task_id']} as attempt {ev['attempt']}")
+    for d in decisions:
+        params = d.get("params") or {}
+        if d["action"] == "redrive" and params.get("dlq_offset", "").isdigit():
+            marks.setdefault(int(params["dlq_offset"]),
+                             f"republished to {params.get('topic')}[{params.get('partition')}]"
+                             f"@{params.get('offset')}")
+    return marks
+
+
+# -- sending -----------------------------------------------------------------------------
+async def _republish(settings: Settings, letter: Letter) -> tuple[int, int]:
+    """Put a poison record back on its source topic and partition, as it was."""
+    from aiokafka import AIOKafkaProducer
+
+    topic, part, _ = letter.source
+    headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq-")]
+    headers.append((REDRIVE_OF, f"{T.DLQ}@{letter.partition}:{letter.offset}".encode()))
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
+                                max_request_size=settings.max_message_bytes,
+                                **settings.kafka_common())
+    try:
+        await producer.start()
+    except Exception as exc:
+        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
+    try:
+        meta = await producer.send_and_wait(str(topic), key=letter.key, value=letter.value,
+                                            partition=part if part is not None and part >= 0
+                                            else None, headers=headers)
+        return meta.partition, meta.offset
+    finally:
+        await producer.stop()
+
+
+async def execute(settings: Settings, d: Decision) -> str:
+    """Carry out one decision; return what was done."""
+    if d.action == "task":
+        await produce(settings, T.EVENTS, "TaskRetryScheduled", d.event, key=d.event["plan_id"])
+        return d.detail.replace("revive", "revived", 1)
+    part, off = await _republish(settings, d.letter)
+    topic = str(d.letter.source[0])
+    await produce(settings, T.OPS, "OpsDecision", {
+        "decision_id": new_id(), "plan_id": None, "action": "redrive",
+        "reason": redrive_reason(d.letter.offset),
+        "params": {"dlq_partition": str(d.letter.partition), "dlq_offset": str(d.letter.offset),
+                   "topic": topic, "partition": str(part), "offset": str(off)},
+        "at": now_ms()}, key="dlq")
+    return f"republished to {topic}[{part}]@{off}"
+
+
+# -- formatting --------------------------------------------------------------------------
+def age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def hexdump(data: bytes, limit: int = HEX_LIMIT) -> str:
+    if not data:
+        return "(empty)"
+    lines = []
+    for i in range(0, min(len(data), limit), 16):
+        chunk = data[i:i + 16]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        lines.append(f"{i:08x}  {chunk.hex(' '):<47}  |{text}|")
+    if len(data) > limit:
+        lines.append(f"... {len(data) - limit} more bytes")
+    return "\n".join(lines)
+
+
+def _short(text: str | None, width: int = REASON_WIDTH) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _origin(row: dict[str, Any], prefix: str) -> str:
+    """Plan/task for a dead task; topic[partition]@offset for a poison record."""
+    if row["task_id"]:
+        return f"{row['plan_id']}/{row['task_id']}"
+    topic = str(row["source_topic"] or "?")
+    topic = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+    return f"{topic}[{row['source_partition']}]@{row['source_offset']}"
+
+
+def _table(rows: list[dict[str, Any]], prefix: str) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                  padding=(0, 1, 0, 0))
+    table.add_column("offset", justify="right", no_wrap=True)
+    table.add_column("age", no_wrap=True, min_width=3)
+    table.add_column("plan/task or source", overflow="fold", min_width=14)
+    table.add_column("att", justify="right", no_wrap=True)
+    table.add_column("fprint", no_wrap=True)  # 8 hex digits tell failures apart; show has all
+    table.add_column("redriven", no_wrap=True)
+    table.add_column("reason", overflow="fold", min_width=20, ratio=1)
+    for r in rows:
+        table.add_row(str(r["offset"]), age(r["age_s"]), escape(_origin(r, prefix)),
+                      str(r["attempt"] or "-"), escape((r["fingerprint"] or "-")[:8]),
+                      "[green]yes[/green]" if r["redriven"] else "-",
+                      escape(_short(r["reason"])))
+    return table
+
+
+# -- commands ----------------------------------------------------------------------------
+@dlq_app.command("list")
+def list_letters(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one array)")] = False,
+    limit: Annotated[int, typer.Option(help="Show the newest N letters (0: all)")] = 100,
+) -> None:
+    """List dead letters: source, plan/task, attempt, fingerprint, reason, redriven or not."""
+    settings = settings_of(ctx)
+    codec = Codec.from_settings(settings)
+
+    async def go() -> tuple[list[Letter], dict[int, str]]:
+        return await asyncio.gather(load_letters(settings), redrive_marks(settings, codec))
+
+    letters, marks = run_async(go())
+    total = len(letters)
+    if limit > 0:
+        letters = letters[-limit:]
+    now = int(time.time() * 1000)
+    rows = [x.row(now, marks.get(x.offset)) for x in letters]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        out.print(f"no dead letters in {settings.topic(T.DLQ)}")
+        return
+    out.print(_table(rows, settings.topic_prefix))
+    if total > len(rows):
+        out.print(f"showing the newest {len(rows)} of {total} (--limit 0 for all)")
+
+
+@dlq_app.command("show")
+def show(
+    ctx: typer.Context,
+    offset: Annotated[int, typer.Argument(help="Offset of the letter in devline.dlq",
+                                                  metavar="OFFSET")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Show one dead letter: every header and the decoded payload (hex if undecodable)."""
+    settings = settings_of(ctx)
+    codec = Codec.from_settings(settings)
+
+    async def go() -> tuple[list[Letter], dict[int, str]]:
+        return await asyncio.gather(load_letters(settings), redrive_marks(settings, codec))
+
+    letters, marks = run_async(go())
+    letter = _found(letters, offset)
+    view: dict[str, Any] = {**letter.row(int(time.time() * 1000), marks.get(offset)),
+                            "headers": [[k, v.decode("utf-8", "replace")]
+                                        for k, v in letter.headers]}
+    raw = letter.value or b""
+    try:
+        view["type"], view["value"] = codec.decode(raw)
+    except DecodeError as exc:
+        view.update(type=None, error=str(exc), raw_size=len(raw), raw_hex=raw.hex())
+    if as_json:
+        print(json.dumps(view, indent=2, default=str))
+        return
+    out.print(f"[bold]dead letter {settings.topic(T.DLQ)}[{letter.partition}]@{offset}[/bold]"
+              f"  key {escape(str(view['key']))}  age {age(view['age_s'])}")
+    if view["redriven"]:
+        out.print(f"[green]redriven:[/green] {escape(view['redriven'])}")
+    table = Table("header", "value")
+    for k, v in view["headers"]:
+        table.add_row(escape(k), escape(v))
+    out.print(table)
+    if view["type"]:
+        out.print(f"payload: {view['type']}")
+        out.print_json(json.dumps(view["value"], default=str))
+    else:
+        out.print(f"payload: undecodable ({escape(view['error'])}), {len(raw)} bytes")
+        out.print(hexdump(raw), markup=False, highlight=False)
+
+
+@dlq_app.command("redrive")
+def redrive(
+    ctx: typer.Context,
+    offsets: Annotated[list[int] | None, typer.Argument(
+        help="Offsets of the letters in devline.dlq", metavar="OFFSET",
+        show_default=False)] = None,
+    all_letters: Annotated[bool, typer.Option("--all", help="Every letter not yet redriven")
+                           ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be done")] = False,
+) -> None:
+    """Send letters back: a dead task gets a fresh attempt, a poison record its topic again.
+
+    Letters already redriven and tasks no longer dead are reported and skipped (rerun-safe).
+    Exits 1 if an offset is not in the DLQ.
+    """
+    if bool(offsets) == all_letters:
+        err.print("[red]error:[/red] give OFFSET... or --all (not both)")
+        raise typer.Exit(2)
+    settings = settings_of(ctx)
+    codec = Codec.from_settings(settings)
+
+    async def go() -> tuple[int, list[int]]:
+        letters, marks = await asyncio.gather(load_letters(settings),
+                                              redrive_marks(settings, codec))
+        chosen = letters if all_letters else [x for o in offsets or [] if (x := find(letters, o))]
+        missing = [] if all_letters else [o for o in offsets or [] if find(letters, o) is None]
+        plans = {str(x.plan_id) for x in chosen if x.is_task and x.offset not in marks}
+        states = (await replay(settings, next(iter(plans)) if len(plans) == 1 else None)
+                  if plans else {})
+        decisions = decide_all(chosen, marks, states, now_ms())
+        for d in decisions:  # print as we go: a broker error midway still shows what was sent
+            where = f"offset {d.letter.offset}"
+            if d.action == "skip":
+                line = f"{where}: [yellow]skipped[/yellow] - {escape(d.detail)}"
+            elif dry_run:
+                line = f"{where}: would {escape(d.detail)} (dry run)"
+            else:
+                line = f"{where}: [green]redriven[/green] - {escape(await execute(settings, d))}"
+            out.print(line, soft_wrap=True)
+        return len(decisions), missing
+
+    count, missing = run_async(go())
+    for o in missing:
+        err.print(f"[red]error:[/red] no dead letter at offset {o} in {settings.topic(T.DLQ)}")
+    if all_letters and not count:
+        out.print(f"no dead letters in {settings.topic(T.DLQ)}")
+    if missing:
+        raise typer.Exit(1)
+
+
+def _found(letters: Sequence[Letter], offset: int) -> Letter:
+    try:
+        letter = find(letters, offset)
+    except DevlineError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if letter is None:
+        err.print(f"[red]error:[/red] no dead letter at offset {offset}")
+        raise typer.Exit(1)
+    return letter
