@@ -68,7 +68,8 @@ async def records(settings: Settings, topic: str, *, from_beginning: bool = True
                   follow: bool = False) -> AsyncIterator[Any]:
     """Raw records of a topic without a consumer group (no offsets committed).
 
-    Stops after `idle_timeout` seconds with nothing new, unless `follow` is set.
+    Without `follow`, reads a snapshot: stops at the end offsets seen when it started (or
+    after `idle_timeout` seconds with nothing new, whichever comes first).
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=settings.max_message_bytes,
@@ -84,10 +85,14 @@ async def records(settings: Settings, topic: str, *, from_beginning: bool = True
                 await consumer.seek_to_beginning(tp)
             else:
                 await consumer.seek_to_end(tp)
+        ends = {} if follow else await consumer.end_offsets(parts)
         last = time.monotonic()
         while True:
+            if not follow and await _all_read(consumer, ends):
+                return
             batch = await consumer.getmany(timeout_ms=200)
-            got = [r for rs in batch.values() for r in rs]
+            got = [r for rs in batch.values() for r in rs
+                   if follow or r.offset < ends[TopicPartition(r.topic, r.partition)]]
             got.sort(key=lambda r: (r.timestamp, r.partition, r.offset))
             for record in got:
                 yield record
@@ -97,6 +102,13 @@ async def records(settings: Settings, topic: str, *, from_beginning: bool = True
                 return
     finally:
         await consumer.stop()
+
+
+async def _all_read(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if end > 0 and await consumer.position(tp) < end:
+            return False
+    return True
 
 
 def decode_for_display(codec: Codec, record: Any) -> dict[str, Any]:

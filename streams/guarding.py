@@ -6,7 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from agents.resilience.breaker import BreakerConfig, Transition
+from agents.resilience.breaker import BreakerConfig
 from agents.scheduling.dispatch import ReadyTask
 from agents.scheduling.guards import Budget, Guards
 from streams import topics as T
@@ -42,7 +42,7 @@ class GuardEdge:
             return
         failed = event_type == "TaskFailed"
         rate_limited = failed and record.get("error_type") == "rate_limited"
-        transitions, change = self.guards.on_result(
+        _, change = self.guards.on_result(
             (record["plan_id"], record["task_id"]), record["executor"], failed=failed,
             rate_limited=rate_limited, retry_after=record.get("retry_after_s"), now=time.time())
         if change is not None:
@@ -50,11 +50,12 @@ class GuardEdge:
                      change.new, change.reason)
             await self.p.emit.metric("guards", "concurrency_limit", change.new,
                                      executor=record["executor"])
-        await self.publish(transitions)
+        await self.publish()
         self.p.breakers[record["executor"]] = self.guards.state_of(record["executor"])
 
-    async def publish(self, transitions: list[Transition]) -> None:
-        for t in transitions:
+    async def publish(self) -> None:
+        """Publish every breaker transition not yet published, as an event and a metric."""
+        for t in self.guards.drain():
             log.warning("circuit %s: %s -> %s (%s)", t.breaker, t.from_state, t.to_state, t.reason)
             await self.p.emit.event("CircuitTransition", {
                 "event_id": new_id(), "breaker": t.breaker, "from_state": str(t.from_state),
@@ -64,7 +65,8 @@ class GuardEdge:
                                      executor=t.breaker)
 
     async def tick(self) -> None:
-        await self.publish(self.guards.tick(time.time()))
+        self.guards.tick(time.time())
+        await self.publish()
 
     def restore(self) -> None:
         for executor, data in list(self.p.breakers.items()):

@@ -137,6 +137,7 @@ class Scheduler:
         """Send every assignment the dispatcher can make now."""
         for assignment in self.dispatcher.assign(time.time(), admit=self.guard.admit):
             await self.dispatch(assignment)
+        await self.guard.publish()  # admitting may have moved a breaker to half-open
 
     async def dispatch(self, a: Assignment) -> None:
         t = a.task

@@ -77,7 +77,11 @@ class Guards:
     def on_result(self, key: Key, executor: str, *, failed: bool, rate_limited: bool = False,
                   retry_after: float | None = None, now: float
                   ) -> tuple[list[Transition], LimitChange | None]:
-        """Report how a dispatched task ended; returns breaker transitions and limit change."""
+        """Report how a dispatched task ended; returns breaker transitions and limit change.
+
+        Transitions that happen inside `admit` (cool-down over: half-open) come out of
+        `drain`; callers that publish should drain rather than use the list returned here.
+        """
         held = self._held.pop(key, None)
         permit = held[1] if held else None
         breaker, limiter = self.breaker(executor), self.limiter(executor)
@@ -103,6 +107,11 @@ class Guards:
         for breaker in self.breakers.values():
             out += breaker.tick(now)
         return out
+
+    def drain(self) -> list[Transition]:
+        """Every transition not yet handed out, from every breaker, oldest first."""
+        out = [t for b in self.breakers.values() for t in b.drain()]
+        return sorted(out, key=lambda t: t.at)
 
     def state_of(self, executor: str) -> dict[str, Any]:
         return {"breaker": self.breaker(executor).to_dict(),
