@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from agents.context import build_context
 from agents.resilience.backoff import BackoffPolicy
 from agents.scheduling import fold as F
-from agents.scheduling.cache import cache_key, executor_identity
+from agents.executors.config import Executors
+from agents.scheduling.cache import cache_key
 from agents.scheduling.dispatch import Assignment, Dispatcher, ReadyTask
 from devline.errors import DecodeError
 from streams import topics as T
@@ -42,6 +43,7 @@ class Scheduler:
         self.p = pipeline
         self.dispatcher = Dispatcher()
         self.guard = GuardEdge(pipeline)
+        self.executors = Executors.from_file(pipeline.settings.executor_config)
         self.policy = policy or BackoffPolicy(initial=1.0, max_interval=60.0,
                                               max_attempts=pipeline.settings.max_attempts)
         self.rng = random.Random()
@@ -98,8 +100,7 @@ class Scheduler:
     def key_for(self, state: F.PlanState, task: dict[str, Any]) -> str:
         spec = task["spec"]
         deps = [state.tasks[d]["content_hash"] or "" for d in spec["depends_on"]]
-        identity = executor_identity(spec["executor"], state.header.get("options") or {})
-        return cache_key(spec, identity, deps)
+        return cache_key(spec, self.executors.identity(spec["executor"]), deps)
 
     async def release(self, state: F.PlanState, task_id: str) -> None:
         task = state.tasks[task_id]

@@ -22,7 +22,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from agents.types import DepContext, ExecutionResult, Executor, WorkItem
+from agents.executors.config import Executors
+from agents.types import DepContext, ExecutionResult, WorkItem
 from devline.errors import DecodeError, DevlineError, ExecutorError
 from devline.settings import Settings
 from schemas.codec import Codec
@@ -43,12 +44,6 @@ def work_item(record: dict[str, Any]) -> WorkItem:
                                  c.get("interface")) for c in record.get("context") or []),
         options=dict(record.get("options") or {}),
     )
-
-
-def executor_config(name: str, options: dict[str, str]) -> dict[str, Any]:
-    """Plan options `NAME.key=value` configure executor NAME."""
-    prefix = f"{name}."
-    return {k[len(prefix):]: v for k, v in options.items() if k.startswith(prefix)}
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -80,7 +75,7 @@ class Worker:
         self.running: dict[asyncio.Task[None], tuple[TopicPartition, int, str]] = {}
         self.state = "starting"
         self.stopping = asyncio.Event()
-        self._executors: dict[tuple[str, str], Executor] = {}
+        self.executors = Executors.from_file(settings.executor_config)
         self._pending: dict[TopicPartition, set[int]] = {}
         self._done: dict[TopicPartition, set[int]] = {}
         self.producer: AIOKafkaProducer | None = None
@@ -203,15 +198,6 @@ class Worker:
                 await self.heartbeat()
 
     # -- one task --------------------------------------------------------------------
-    def executor(self, name: str, options: dict[str, str]) -> Executor:
-        from agents.executors.registry import build_executor
-
-        config = executor_config(name, options)
-        key = (name, repr(sorted(config.items())))
-        if key not in self._executors:
-            self._executors[key] = build_executor(name, config)
-        return self._executors[key]
-
     async def _handle(self, tp: TopicPartition, record: Any) -> None:
         assert self.producer is not None
         try:
@@ -241,7 +227,7 @@ class Worker:
 
     async def _execute(self, item: WorkItem, sandbox: Path) -> ExecutionResult:
         try:
-            return await self.executor(item.executor, item.options).run(item, sandbox)
+            return await self.executors.get(item.executor).run(item, sandbox)
         except ExecutorError:
             raise
         except asyncio.CancelledError:

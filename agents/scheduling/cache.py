@@ -16,13 +16,6 @@ def content_hash(content: str) -> str:
     return hashlib.sha256(content.encode("utf-8")).hexdigest()
 
 
-def executor_identity(name: str, options: Mapping[str, str]) -> str:
-    """The executor's name plus a hash of the plan options that configure it."""
-    conf = {k: v for k, v in sorted(options.items()) if k.startswith(f"{name}.")}
-    digest = hashlib.sha256(json.dumps(conf, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{name}/1:{digest}"
-
-
 def cache_key(spec: Mapping[str, Any], identity: str, dep_hashes: Sequence[str]) -> str:
     """Stable key: equal inputs give equal keys across processes and runs."""
     doc = {

@@ -1,0 +1,69 @@
+"""Executor configuration belongs to the operator, not to plans.
+
+A plan may choose an executor by name; what that executor runs (argv, entry point, base
+URL, key) comes from the file named by `DEVLINE_EXECUTOR_CONFIG`, so submitting a plan
+never means choosing a program to run on the workers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from agents.executors.registry import build_executor
+from agents.types import Executor
+from devline.errors import ConfigError
+
+
+def load_executor_configs(path: Path | None) -> dict[str, dict[str, Any]]:
+    """`{executor name: config}` from a YAML or JSON file; empty when no file is given."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"executor config {path}: {exc.strerror}") from exc
+    try:
+        if str(path).endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise ConfigError(f"executor config {path} is not valid: {exc}") from exc
+    if not isinstance(data, Mapping) or not all(isinstance(v, Mapping) for v in data.values()):
+        raise ConfigError(f"executor config {path}: expected a mapping of name -> mapping")
+    return {str(k): dict(v) for k, v in data.items()}
+
+
+class Executors:
+    """Builds each configured executor once; `identity` feeds the result-cache key."""
+
+    def __init__(self, configs: Mapping[str, Mapping[str, Any]]) -> None:
+        self.configs = {k: dict(v) for k, v in configs.items()}
+        self._built: dict[str, Executor] = {}
+
+    @classmethod
+    def from_file(cls, path: Path | None) -> Executors:
+        return cls(load_executor_configs(path))
+
+    def get(self, name: str) -> Executor:
+        if name not in self._built:
+            self._built[name] = build_executor(name, self.configs.get(name))
+        return self._built[name]
+
+    def identity(self, name: str) -> str:
+        return _identity(self, name)
+
+
+@lru_cache(maxsize=64)
+def _identity(executors: Executors, name: str) -> str:
+    try:
+        return executors.get(name).identity()
+    except ConfigError:
+        # Not configured on this host: the name alone still separates cache entries.
+        return f"{name}/unconfigured"
