@@ -10,7 +10,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from devline.errors import ConfigError
 
@@ -29,7 +37,9 @@ class Settings(BaseModel):
     registry_user: str | None = Field(None, description="Schema registry basic-auth user")
     registry_password: SecretStr | None = Field(None, description="Schema registry password")
     topic_prefix: str = Field("", description="Prefix for every topic and group name")
-    security_protocol: str = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+    security_protocol: str = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
+    )
     sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
     sasl_username: str | None = Field(None, description="SASL user name")
     sasl_password: SecretStr | None = Field(None, description="SASL password")
@@ -44,6 +54,18 @@ class Settings(BaseModel):
     min_workers: int = Field(2, ge=0, description="Fewest worker processes")
     max_workers: int = Field(10, ge=1, description="Most worker processes")
     worker_slots: int = Field(1, ge=1, description="Tasks one worker process runs at once")
+    worker_grace: float = Field(
+        30.0, ge=0, description="Seconds a stopping worker may spend finishing its tasks"
+    )
+    scale_target: float = Field(
+        2.0, gt=0, description="Tasks (queued + running) per worker the autoscaler aims for"
+    )
+    scale_down_window: float = Field(
+        60.0, ge=0, description="Seconds of lower load before the worker pool shrinks"
+    )
+    scale_tolerance: float = Field(
+        0.1, ge=0, lt=1, description="Load within this fraction of capacity changes nothing"
+    )
     executor: str = Field("demo", description="Default executor: demo, command, http, python")
     executor_config: Path | None = Field(
         None, description="YAML/JSON file: executor name -> its config (argv, base_url, ...)")
@@ -70,6 +92,13 @@ class Settings(BaseModel):
             raise ValueError("may hold only letters, digits, '.', '_' and '-'")
         return value
 
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Settings:
+        if self.min_workers > self.max_workers:
+            raise ValueError(f"min_workers ({self.min_workers}) exceeds max_workers "
+                             f"({self.max_workers})")
+        return self
+
     @classmethod
     def env_name(cls, field: str) -> str:
         """The environment variable that sets `field`."""
@@ -85,13 +114,23 @@ class Settings(BaseModel):
             if raw is not None and raw != "":
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls._validated(values)
+
+    def updated(self, **overrides: Any) -> Settings:
+        """A copy with `overrides` (None means unchanged), validated like `from_env`."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return self._validated({**dict(self), **changes}) if changes else self
+
+    @classmethod
+    def _validated(cls, values: dict[str, Any]) -> Settings:
         try:
             return cls(**values)
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
                 field = ".".join(str(p) for p in err["loc"])
-                problems.append(f"{field} ({cls.env_name(field)}): {err['msg']}")
+                where = f"{field} ({cls.env_name(field)}): " if field else ""
+                problems.append(where + err["msg"])
             raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
 
     def topic(self, name: str) -> str:
@@ -126,7 +165,9 @@ class Settings(BaseModel):
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism
             conf["sasl.username"] = self.sasl_username or ""
-            conf["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+            conf["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
         if self.ssl_cafile:
             conf["ssl.ca.location"] = self.ssl_cafile
         return conf

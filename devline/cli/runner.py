@@ -7,33 +7,64 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from devline.cli.common import err, out, run_async, settings_of
+from devline.cli.common import env_help, err, out, run_async, settings_of
+from devline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(
     ctx: typer.Context,
-    workers: Annotated[int, typer.Option(help="Worker processes to start")] = 2,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Fixed pool size: shortcut for --min-workers N --max-workers N")] = None,
+    min_workers: Annotated[int | None, typer.Option(
+        min=0, help=env_help("min_workers", "Fewest worker processes"))] = None,
+    max_workers: Annotated[int | None, typer.Option(
+        min=1, help=env_help("max_workers", "Most worker processes"))] = None,
+    scale_target: Annotated[float | None, typer.Option(
+        help=env_help("scale_target", "Tasks (queued + running) per worker to aim for"))] = None,
+    scale_down_window: Annotated[float | None, typer.Option(
+        help=env_help("scale_down_window",
+                      "Seconds of lower load before the pool shrinks (cool-down)"))] = None,
+    worker_grace: Annotated[float | None, typer.Option(
+        help=env_help("worker_grace",
+                      "Seconds a stopping worker may take to finish its task"))] = None,
     workspace: Annotated[Path | None, typer.Option(
-        help="Where finished files are written (env DEVLINE_WORKSPACE)")] = None,
+        help=env_help("workspace", "Where finished files are written"))] = None,
     create_topics: Annotated[bool, typer.Option(help="Create missing topics first")] = True,
 ) -> None:
-    """Start the stream processor and a pool of workers; SIGTERM drains and exits 0."""
+    """Start the stream processor and an autoscaled pool of workers; SIGTERM drains, exits 0."""
     from devline.supervisor import Supervisor
     from streams.topics import create_topics as create
 
-    settings = settings_of(ctx)
-    if workspace is not None:
-        settings = settings.model_copy(update={"workspace": workspace})
+    if workers is not None and (min_workers is not None or max_workers is not None):
+        err.print("[red]error:[/red] use --workers alone, or --min-workers/--max-workers")
+        raise typer.Exit(2)
+    if workers is not None:
+        min_workers = max_workers = workers
+    settings = with_overrides(settings_of(ctx), min_workers=min_workers,
+                              max_workers=max_workers, scale_target=scale_target,
+                              scale_down_window=scale_down_window, worker_grace=worker_grace,
+                              workspace=workspace)
     if create_topics:
         run_async(create(settings))
-    code = run_async(Supervisor(settings, workers).run())
+    code = run_async(Supervisor(settings).run())
     raise typer.Exit(code)
+
+
+def with_overrides(settings: Settings, **flags: Any) -> Settings:
+    """Settings with the given flags on top, validated like the environment is."""
+    from devline.errors import ConfigError
+
+    try:
+        return settings.updated(**flags)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 def processor(ctx: typer.Context) -> None:
@@ -53,13 +84,16 @@ def worker(
     ctx: typer.Context,
     worker_id: Annotated[str | None, typer.Option(help="Stable worker id")] = None,
     slots: Annotated[int | None, typer.Option(
-        help="Concurrent tasks (env DEVLINE_WORKER_SLOTS)")] = None,
-    grace: Annotated[float, typer.Option(help="Seconds to finish tasks on SIGTERM")] = 30.0,
+        help=env_help("worker_slots", "Concurrent tasks"))] = None,
+    grace: Annotated[float | None, typer.Option(
+        help=env_help("worker_grace", "Seconds to finish tasks on SIGTERM"))] = None,
 ) -> None:
     """Run one worker process: consume dispatched work, run executors, report results."""
     from streams.worker import run_worker
 
-    run_async(run_worker(settings_of(ctx), worker_id=worker_id, slots=slots, grace_s=grace))
+    settings = settings_of(ctx)
+    run_async(run_worker(settings, worker_id=worker_id, slots=slots,
+                         grace_s=settings.worker_grace if grace is None else grace))
 
 
 async def _broker_answers(bootstrap: str) -> bool:
