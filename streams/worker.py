@@ -46,12 +46,18 @@ def work_item(record: dict[str, Any]) -> WorkItem:
     )
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        pass
+        # Finish (briefly) and commit work from partitions we are losing, so their next
+        # owner does not run it again. Longer tasks go on; their commit may then fail and
+        # the new owner redoes them (at-least-once; the fold ignores the second result).
+        losing = [t for t, (tp, _, _) in self.worker.running.items() if tp in set(revoked)]
+        if losing:
+            await asyncio.wait(losing, timeout=self.worker.revoke_wait_s)
+        await self.worker.commit()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.worker.partitions = sorted(tp.partition for tp in assigned)
@@ -70,6 +76,7 @@ class Worker:
         self.slots = slots or settings.worker_slots
         self.heartbeat_s = heartbeat_s
         self.grace_s = grace_s
+        self.revoke_wait_s = 10.0
         self.codec = Codec.from_settings(settings)
         self.partitions: list[int] = []
         self.running: dict[asyncio.Task[None], tuple[TopicPartition, int, str]] = {}
@@ -142,9 +149,9 @@ class Worker:
         if task.cancelled():
             return  # handed back: not committed, redelivered to the next owner
         self._done.setdefault(tp, set()).add(offset)
-        asyncio.get_running_loop().create_task(self._commit())
+        asyncio.get_running_loop().create_task(self.commit())
 
-    async def _commit(self) -> None:
+    async def commit(self) -> None:
         """Commit, per partition, past the longest run of finished offsets."""
         assert self.consumer is not None
         offsets: dict[TopicPartition, int] = {}
@@ -178,7 +185,7 @@ class Worker:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
-        await self._commit()
+        await self.commit()
 
     async def heartbeat(self) -> None:
         if self.producer is None:
