@@ -11,18 +11,16 @@ import pytest
 from agents.resilience.clock import FakeClock
 from devline.errors import ConfigError
 from devline.settings import Settings
-from devline.supervisor import (
+from devline.scaling import (
     STALE_AFTER_S,
-    STOP_MARGIN_S,
-    Child,
     LoadGauge,
     LoadReading,
     PoolPolicy,
-    Supervisor,
     autoscale_config,
     pick_to_drain,
     restart_pause,
 )
+from devline.supervisor import STOP_MARGIN_S, Child, Supervisor
 
 
 def point(name: str, value: float, source: str = "scheduler") -> dict[str, Any]:
