@@ -31,9 +31,10 @@ def python_interface(source: str) -> str:
         lines.append(f"{indent}{prefix} {node.name}({ast.unparse(node.args)}){ret}: ...")
 
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and not node.name.startswith("_"):
+        public = not getattr(node, "name", "_").startswith("_")
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and public:
             sig(node, "")
-        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+        elif isinstance(node, ast.ClassDef) and public:
             bases = ", ".join(ast.unparse(b) for b in node.bases)
             lines.append(f"class {node.name}({bases}):" if bases else f"class {node.name}:")
             for item in node.body:
@@ -43,12 +44,10 @@ def python_interface(source: str) -> str:
                     sig(item, "    ")
                 elif isinstance(item, ast.AnnAssign):
                     lines.append(f"    {ast.unparse(item)}")
-        elif isinstance(node, ast.Assign | ast.AnnAssign) and not isinstance(node, ast.Assign):
-            lines.append(ast.unparse(node))
-        elif isinstance(node, ast.Assign) and all(
+        elif isinstance(node, ast.AnnAssign) or (isinstance(node, ast.Assign) and all(
             isinstance(t, ast.Name) and t.id.isupper() for t in node.targets
-        ):
-            lines.append(ast.unparse(node))
+        )):
+            lines.append(ast.unparse(node))  # annotated names and CONSTANTS are interface
     return "\n".join(lines)
 
 

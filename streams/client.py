@@ -52,7 +52,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
         parts = consumer.partitions_for_topic(topic)
         if parts:
             return [TopicPartition(topic, p) for p in sorted(parts)]
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata
+        await consumer._client.force_metadata_update()
         await _sleep(0.1)
     raise BrokerUnavailable(f"topic {topic} does not exist (run `devline topics create`)")
 

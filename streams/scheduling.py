@@ -14,9 +14,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from agents.context import build_context
+from agents.executors.config import Executors
 from agents.resilience.backoff import BackoffPolicy
 from agents.scheduling import fold as F
-from agents.executors.config import Executors
 from agents.scheduling.cache import cache_key
 from agents.scheduling.dispatch import Assignment, Dispatcher, ReadyTask
 from devline.errors import DecodeError

@@ -68,7 +68,8 @@ def catalogue() -> tuple[TopicSpec, ...]:
     return CATALOGUE
 
 
-async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOGUE) -> dict[str, str]:
+async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOGUE
+                        ) -> dict[str, str]:
     """Create every missing topic; return {topic: "created" | "exists"}. Safe to run twice."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 

@@ -21,7 +21,8 @@ def _docker_answers() -> bool:
     if not shutil.which("docker"):
         return False
     try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+        docker = ["docker", "info"]  # from PATH, like a user's shell
+        return subprocess.run(docker, capture_output=True, timeout=10).returncode == 0  # noqa: S603
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -42,7 +43,8 @@ def kafka_bootstrap() -> Iterator[str]:
     started = subprocess.run([str(script), "status"], capture_output=True).returncode != 0
     proc = subprocess.run([str(script), "start"], capture_output=True, text=True)
     if proc.returncode != 0:
-        pytest.fail(f"no Kafka broker could be had: scripts/kafka-local start failed:\n{proc.stderr}")
+        pytest.fail("no Kafka broker could be had: scripts/kafka-local start failed:\n"
+                    + proc.stderr)
     try:
         yield "127.0.0.1:9092"
     finally:

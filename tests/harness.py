@@ -51,7 +51,10 @@ def submit(settings: Settings, plan: dict[str, Any]) -> str:
     return str(record["plan_id"])
 
 
-def events(settings: Settings, topic: str = T.EVENTS, idle: float = 1.0) -> list[tuple[Any, str, dict[str, Any]]]:
+Event = tuple[Any, str, dict[str, Any]]
+
+
+def events(settings: Settings, topic: str = T.EVENTS, idle: float = 1.0) -> list[Event]:
     """Every decodable record of a topic: (raw record, event type, value), in log order."""
     codec = Codec.from_settings(settings)
 

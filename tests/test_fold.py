@@ -140,7 +140,8 @@ def test_redrive_revives_a_dead_task_with_a_fresh_budget() -> None:
     apply(state, "PlanAccepted", accepted(g))
     apply(state, "TaskDispatched", dispatched("a"))
     apply(state, "TaskFailed", {"event_id": "f1", "plan_id": "p1", "task_id": "a", "path": "a.py",
-                                "attempt": 1, "worker_id": "w", "dispatch_id": "x", "executor": "demo",
+                                "attempt": 1, "worker_id": "w", "dispatch_id": "x",
+                                "executor": "demo",
                                 "error": "e", "error_type": "t", "retryable": False,
                                 "fingerprint": "fp", "output": None, "retry_after_s": None,
                                 "started_at": 1, "finished_at": 2})

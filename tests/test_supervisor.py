@@ -10,7 +10,6 @@ import pytest
 
 from agents.resilience.clock import FakeClock
 from devline.errors import ConfigError
-from devline.settings import Settings
 from devline.scaling import (
     STALE_AFTER_S,
     LoadGauge,
@@ -20,6 +19,7 @@ from devline.scaling import (
     pick_to_drain,
     restart_pause,
 )
+from devline.settings import Settings
 from devline.supervisor import STOP_MARGIN_S, Child, Supervisor
 
 

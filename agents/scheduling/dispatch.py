@@ -166,6 +166,8 @@ class Dispatcher:
         # The worker with most free slots spreads load; ties by id for determinism.
         best = None
         for info in self.workers.values():
-            if info.free > 0 and (best is None or (info.free, best.worker_id) > (best.free, info.worker_id)):
+            if info.free <= 0:
+                continue
+            if best is None or (info.free, best.worker_id) > (best.free, info.worker_id):
                 best = info
         return best

@@ -132,7 +132,8 @@ def _completed(state: PlanState, ev: dict[str, Any]) -> list[Command]:
 
 def _failed(state: PlanState, ev: dict[str, Any]) -> list[Command]:
     task = state.tasks.get(ev["task_id"])
-    if task is None or task["status"] not in (DISPATCHED, READY) or task["attempt"] != ev["attempt"]:
+    if task is None or task["status"] not in (DISPATCHED, READY) \
+            or task["attempt"] != ev["attempt"]:
         return []
     task["status"] = FAILED
     task["errors"] = (task["errors"] + [ev["fingerprint"]])[-10:]
@@ -216,9 +217,11 @@ def apply(state: PlanState, event_type: str, event: dict[str, Any]) -> list[Comm
     return handler(state, event)
 
 
-def fold(state: PlanState, event_type: str, event: dict[str, Any]) -> tuple[PlanState, list[Command]]:
+def fold(state: PlanState, event_type: str, event: dict[str, Any]
+         ) -> tuple[PlanState, list[Command]]:
     """Pure form of `apply`: returns a new state and the commands; `state` is untouched."""
-    new = PlanState(copy.deepcopy(state.header), {k: copy.deepcopy(v) for k, v in state.tasks.items()})
+    new = PlanState(copy.deepcopy(state.header),
+                    {k: copy.deepcopy(v) for k, v in state.tasks.items()})
     return new, apply(new, event_type, event)
 
 

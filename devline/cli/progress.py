@@ -15,7 +15,7 @@ from streams.client import records
 
 
 async def follow_plan(settings: Settings, plan_id: str, start: dict[int, int],
-                      timeout: float) -> int:
+                      timeout: float) -> int:  # noqa: ASYNC109 - a deadline over many reads
     """Exit code: 0 done, 1 rejected, 3 stalled (dead letters), 2 timed out."""
     codec = Codec.from_settings(settings)
     deadline = time.monotonic() + timeout
