@@ -1,0 +1,1 @@
+"""Kafka and Faust edges: the app, topics, agents, workers and clients."""
