@@ -120,3 +120,23 @@ def test_cyclic_and_invalid_plans_are_rejected_with_the_reason(topics: Settings)
     assert set(rejected["cycle"]) == {"a.py", "b.py", "c.py"}
     assert rejected["cycle"][0] == rejected["cycle"][-1]
     assert "cycle" in rejected["reason"]
+
+
+def test_a_long_task_never_holds_up_work_behind_it(topics: Settings) -> None:
+    settings = topics
+    files = [{"path": "long.py", "content": "L = 1\n", "cost": 10,
+              "simulate": {"duration_s": 4.0}}]
+    files += [{"path": f"short{i}.py", "content": f"S{i} = {i}\n", "cost": 1,
+               "simulate": {"duration_s": 0.2}} for i in range(8)]
+    with running_pipeline(settings, workers=2):
+        plan_id = submit(settings, {"project": "hol", "name": "head of line", "files": files})
+        _, done = wait_for(settings, plan_id, {"PlanCompleted"})
+        evs = plan_events(settings, plan_id)
+    completed = {v["task_id"]: v for _, et, v in evs if et == "TaskCompleted"}
+    long = completed["long.py"]
+    shorts = [completed[f"short{i}.py"] for i in range(8)]
+    # While the long task runs, the other worker drains every short one.
+    assert all(s["finished_at"] < long["finished_at"] for s in shorts)
+    assert {s["worker_id"] for s in shorts} == {w for w in {s["worker_id"] for s in shorts}
+                                                if w != long["worker_id"]}
+    assert done["makespan_ms"] < 5000  # in sequence on one worker it would be 5600+
