@@ -25,7 +25,7 @@ class TopicSpec:
     def partitions(self, settings: Settings) -> int:
         if self.kind == "work":
             return max(settings.work_partitions, 1)
-        if self.kind == "event":
+        if self.kind in ("event", "changelog"):
             return settings.event_partitions
         return 1
 
@@ -47,6 +47,14 @@ METRICS = "devline.metrics"
 OPS = "devline.ops"
 WORKERS = "devline.workers"
 
+TABLES = ("plans", "tasks", "cache", "artifacts", "breakers")
+
+
+def changelog(table: str) -> str:
+    """The Faust changelog topic of a table (app id `devline-streams`)."""
+    return f"devline-streams-{table}-changelog"
+
+
 CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(PLANS, "PlanSubmitted from users and the PM agent", "event", retention_ms=-1),
     TopicSpec(EVENTS, "Every lifecycle event of a plan, in order; replay folds it", "event",
@@ -61,6 +69,10 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               retention_ms=-1),
     TopicSpec(WORKERS, "Worker heartbeats: capacity, state, running tasks", "control",
               retention_ms=3600 * 1000),
+    # Created up front, co-partitioned with devline.events: if Faust declared them itself
+    # it could start before the broker lists them and fail every write (PartitionsMismatch).
+    *(TopicSpec(changelog(t), f"Changelog of the {t} table (compacted)", "changelog",
+                cleanup="compact", retention_ms=-1) for t in TABLES),
 )
 
 

@@ -17,6 +17,7 @@ import socket
 import tempfile
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,17 @@ class _Listener(ConsumerRebalanceListener):
         # Finish (briefly) and commit work from partitions we are losing, so their next
         # owner does not run it again. Longer tasks go on; their commit may then fail and
         # the new owner redoes them (at-least-once; the fold ignores the second result).
-        losing = [t for t, (tp, _, _) in self.worker.running.items() if tp in set(revoked)]
+        gone = set(revoked)
+        w = self.worker
+        w.fetched = deque((tp, r) for tp, r in w.fetched if tp not in gone)
+        for tp in gone:  # not started here: the partition's next owner gets them
+            started = {off for _, (t, off, _) in w.running.items() if t == tp}
+            w._pending[tp] = {o for o in w._pending.get(tp, set())
+                              if o in started or o in w._done.get(tp, set())}
+        losing = [t for t, (tp, _, _) in w.running.items() if tp in gone]
         if losing:
-            await asyncio.wait(losing, timeout=self.worker.revoke_wait_s)
-        await self.worker.commit()
+            await asyncio.wait(losing, timeout=w.revoke_wait_s)
+        await w.commit()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         self.worker.partitions = sorted(tp.partition for tp in assigned)
@@ -77,6 +85,9 @@ class Worker:
         self.heartbeat_s = heartbeat_s
         self.grace_s = grace_s
         self.revoke_wait_s = 10.0
+        # Records fetched but not started (only after a rebalance or a race: the
+        # dispatcher sends work to free slots). Uncommitted, so never lost.
+        self.fetched: deque[tuple[TopicPartition, Any]] = deque()
         self.codec = Codec.from_settings(settings)
         self.partitions: list[int] = []
         self.running: dict[asyncio.Task[None], tuple[TopicPartition, int, str]] = {}
@@ -133,14 +144,23 @@ class Worker:
                 continue
             if self.state != "draining":
                 self.state = "idle" if not self.running else "busy"
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=free)
-            for tp, records in batch.items():
-                for record in records:
-                    self._pending.setdefault(tp, set()).add(record.offset)
-                    task = asyncio.create_task(self._handle(tp, record))
-                    self.running[task] = (tp, record.offset, "")
-                    task.add_done_callback(self._finished)
-            if batch:
+            if not self.fetched:
+                # No max_records cap: a partially drained fetch makes aiokafka leave that
+                # partition out of its next long poll, delaying the next item ~fetch wait.
+                batch = await self.consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    for record in records:
+                        self._pending.setdefault(tp, set()).add(record.offset)
+                        self.fetched.append((tp, record))
+            started = False
+            while free > 0 and self.fetched:
+                tp, record = self.fetched.popleft()
+                task = asyncio.create_task(self._handle(tp, record))
+                self.running[task] = (tp, record.offset, "")
+                task.add_done_callback(self._finished)
+                free -= 1
+                started = True
+            if started:
                 self.state = "busy"
                 await self.heartbeat()
 
