@@ -1,0 +1,139 @@
+#!/usr/bin/env python3
+"""Tasks per second through the pool with the demo executor at zero duration.
+
+Side by side in one run, on the same broker:
+  * devline: a plan of N independent zero-duration files through `devline run --workers W`
+    (planner, scheduler fold, dispatch to free slots, workers, results, cache writes);
+  * baseline: raw aiokafka, the same N work items produced and consumed back by W
+    consumers in a group, each consumer producing one result record per item (the
+    broker round trips devline cannot avoid, with none of its bookkeeping).
+
+    .venv/bin/python scripts/bench_throughput.py --tasks 1000 --workers 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+from bench_pipeline import (  # noqa: E402
+    BenchError,
+    delete_topics,
+    run_plan,
+    running_pipeline,
+    wait_until_ready,
+)
+
+from devline.settings import Settings  # noqa: E402
+from streams.topics import create_topics  # noqa: E402
+
+
+def plan(n: int, run: str) -> dict:
+    # Unique content per run so the result cache cannot answer for the executor.
+    return {"project": f"tp-{run}", "name": "throughput", "files": [
+        {"path": f"m{i:05d}.py", "content": f"# {run}\nX = {i}\n"} for i in range(n)]}
+
+
+async def devline_rate(settings: Settings, n: int, workers: int, log: Path) -> dict[str, float]:
+    await create_topics(settings)
+    with running_pipeline(settings, workers, log):
+        await asyncio.wait_for(wait_until_ready(settings, workers, settle=2.0), 120)
+        events: list = []
+        began = time.monotonic()
+        await asyncio.wait_for(run_plan(settings, plan(n, uuid.uuid4().hex[:6]), events, 60), 600)
+        wall = time.monotonic() - began
+    dispatched = [v["dispatched_at"] for _, k, v in events if k == "TaskDispatched"]
+    finished = [v["finished_at"] for _, k, v in events if k == "TaskCompleted"]
+    span = (max(finished) - min(dispatched)) / 1000
+    return {"tasks": len(finished), "seconds": span, "rate": len(finished) / span,
+            "wall_rate": n / wall}
+
+
+async def raw_rate(bootstrap: str, n: int, workers: int) -> dict[str, float]:
+    prefix = f"bench-raw-{uuid.uuid4().hex[:8]}"
+    work, results = f"{prefix}.work", f"{prefix}.results"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(work, 12, 1), NewTopic(results, 1, 1)])
+    stop = asyncio.Event()
+    done = 0
+
+    async def consumer(i: int) -> None:
+        nonlocal done
+        c = AIOKafkaConsumer(work, bootstrap_servers=bootstrap, group_id=prefix,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             fetch_max_wait_ms=100)
+        p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
+        await c.start()
+        await p.start()
+        try:
+            while not stop.is_set():
+                batch = await c.getmany(timeout_ms=100, max_records=1)
+                for tp, rs in batch.items():
+                    for r in rs:
+                        await p.send_and_wait(results, value=r.value)
+                        await c.commit({tp: r.offset + 1})
+                        done += 1
+        finally:
+            await c.stop()
+            await p.stop()
+
+    tasks = [asyncio.create_task(consumer(i)) for i in range(workers)]
+    await asyncio.sleep(3)  # let the group settle, as devline's run waits for its workers
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    began = time.monotonic()
+    for i in range(n):
+        await producer.send(work, key=str(i).encode(), value=os.urandom(200))
+    await producer.flush()
+    while done < n:
+        await asyncio.sleep(0.01)
+    span = time.monotonic() - began
+    stop.set()
+    await asyncio.gather(*tasks)
+    await producer.stop()
+    await admin.delete_topics([work, results])
+    await admin.close()
+    return {"tasks": n, "seconds": span, "rate": n / span}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", type=int, default=1000, help="files in the plan (default 1000)")
+    ap.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    ap.add_argument("--bootstrap", default=os.environ.get("DEVLINE_BOOTSTRAP", "127.0.0.1:9092"),
+                    help="Kafka bootstrap (env DEVLINE_BOOTSTRAP)")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="devline-tp-"))
+    settings = Settings(bootstrap=args.bootstrap, topic_prefix=f"tp{uuid.uuid4().hex[:8]}.",
+                        workspace=tmp / "out", data_dir=tmp / "data")
+    try:
+        ours = asyncio.run(devline_rate(settings, args.tasks, args.workers, tmp / "run.log"))
+    except BenchError as exc:
+        print(f"devline run failed: {exc} (log {tmp / 'run.log'})")
+        return 1
+    finally:
+        asyncio.run(delete_topics(settings))
+    raw = asyncio.run(raw_rate(args.bootstrap, args.tasks, args.workers))
+    print(f"\n{args.tasks} zero-duration tasks, {args.workers} workers, one KRaft broker")
+    print(f"{'':34} {'tasks/s':>9} {'seconds':>8}")
+    print(f"{'devline (dispatch->last result)':34} {ours['rate']:9.1f} {ours['seconds']:8.2f}")
+    print(f"{'devline (submit->PlanCompleted)':34} {ours['wall_rate']:9.1f}")
+    print(f"{'raw aiokafka consume+produce+commit':34} {raw['rate']:9.1f} {raw['seconds']:8.2f}")
+    print(f"devline / raw: {ours['rate'] / raw['rate']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
