@@ -40,7 +40,6 @@ class TopicSpec:
 PLANS = "devline.plans"
 EVENTS = "devline.events"
 WORK_DEV = "devline.work.dev"
-RETRY = "devline.retry"
 DLQ = "devline.dlq"
 ESCALATIONS = "devline.escalations"
 METRICS = "devline.metrics"
@@ -60,7 +59,6 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(EVENTS, "Every lifecycle event of a plan, in order; replay folds it", "event",
               retention_ms=-1),
     TopicSpec(WORK_DEV, "Dev and fix work handed to workers", "work", retention_ms=3 * DAY_MS),
-    TopicSpec(RETRY, "Retries waiting for their backoff delay", "work", retention_ms=3 * DAY_MS),
     TopicSpec(DLQ, "Dead letters: original payload, reason and source in headers", "control",
               retention_ms=30 * DAY_MS),
     TopicSpec(ESCALATIONS, "What the PM agent must decide", "event", retention_ms=-1),
@@ -102,11 +100,13 @@ async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATAL
         result = {settings.topic(s.name): "exists" for s in specs}
         if wanted:
             response = await admin.create_topics(wanted)
-            for name, code, *_ in getattr(response, "topic_errors", []) or []:
-                # 36 = TOPIC_ALREADY_EXISTS: another process won the race, which is fine.
-                if code not in (0, 36):
-                    raise RuntimeError(f"could not create topic {name}: error code {code}")
+            codes = {name: code for name, code, *_ in getattr(response, "topic_errors", [])}
             for topic in wanted:
+                code = codes.get(topic.name, 0)
+                if code == 36:  # TOPIC_ALREADY_EXISTS: another process (or stale metadata)
+                    continue
+                if code != 0:
+                    raise RuntimeError(f"could not create topic {topic.name}: error code {code}")
                 result[topic.name] = "created"
                 log.info("created topic %s (%d partitions)", topic.name, topic.num_partitions)
         return result
