@@ -64,7 +64,8 @@ def load_plan_file(path: Path) -> dict[str, Any]:
 
             raw = yaml.safe_load(text)
     except (ValueError, Exception) as exc:  # yaml.YAMLError is not a ValueError
-        raise PlanError(f"{path} is not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise PlanError(f"{path} is not valid {kind}: {exc}") from exc
     return plan_record(raw)
 
 

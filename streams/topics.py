@@ -121,12 +121,10 @@ async def describe_topics(settings: Settings) -> list[dict[str, object]]:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
         names = [settings.topic(s.name) for s in CATALOGUE]
-        found = {
-            d["topic"]: len(d["partitions"])
-            for d in await admin.describe_topics([n for n in names if n in existing])
-        }
+        # Ask for each topic by name: a fresh client's topic list can lag a creation.
+        found = {d["topic"]: len(d["partitions"])
+                 for d in await admin.describe_topics(names) if d.get("error_code") == 0}
         return [
             {
                 "topic": name,

@@ -10,12 +10,13 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from devline.errors import DevlineError
 from devline.settings import Settings
 
 T = TypeVar("T")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # errors stay greppable, one line each
 out = Console()
 
 
@@ -35,7 +36,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except DevlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -43,7 +44,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         from aiokafka.errors import KafkaConnectionError, KafkaError
 
         if isinstance(exc, KafkaConnectionError | KafkaError):
-            err.print(f"[red]error:[/red] Kafka: {exc}. Is a broker running? "
+            err.print(f"[red]error:[/red] Kafka: {escape(str(exc))}. Is a broker running? "
                       "(scripts/kafka-local start, or set DEVLINE_BOOTSTRAP)")
             raise typer.Exit(1) from None
         raise

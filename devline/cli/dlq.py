@@ -440,7 +440,7 @@ def _found(letters: Sequence[Letter], offset: int) -> Letter:
     try:
         letter = find(letters, offset)
     except DevlineError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     if letter is None:
         err.print(f"[red]error:[/red] no dead letter at offset {offset}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from devline.cli.common import env_help, err, out, run_async, settings_of, setup_logging
 from devline.errors import ConfigError, PlanError
@@ -36,7 +37,7 @@ def main_options(
         ctx.obj = Settings.from_env(bootstrap=bootstrap, registry_url=registry_url,
                                     topic_prefix=topic_prefix, log_level=log_level)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     setup_logging(ctx.obj.log_level)
 
@@ -84,7 +85,7 @@ def submit(
     try:
         record = load_plan_file(plan)
     except PlanError as exc:
-        err.print(f"[red]invalid plan[/red] {plan}: {exc}")
+        err.print(f"[red]invalid plan[/red] {escape(str(plan))}: {escape(str(exc))}")
         raise typer.Exit(1) from None
 
     async def go() -> dict[int, int]:

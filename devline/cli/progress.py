@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from devline.cli.common import err, out
@@ -40,7 +41,7 @@ async def follow_plan(settings: Settings, plan_id: str, start: dict[int, int],
                 bar.update(task, total=len(ev["tasks"]), note="running")
             elif event_type == "PlanRejected":
                 bar.stop()
-                err.print(f"[red]plan rejected:[/red] {ev['reason']}")
+                err.print(f"[red]plan rejected:[/red] {escape(ev['reason'])}")
                 return 1
             elif event_type == "TaskCompleted":
                 summary["last"] = ev["path"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from devline.cli.common import env_help, err, out, run_async, settings_of
 from devline.settings import Settings
@@ -63,7 +64,7 @@ def with_overrides(settings: Settings, **flags: Any) -> Settings:
     try:
         return settings.updated(**flags)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
