@@ -30,14 +30,11 @@ import contextlib
 import itertools
 import logging
 import math
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,8 +46,8 @@ from agents.planner import plan_record
 from agents.scheduling.dags import layered_dag, lognormal_costs
 from agents.scheduling.priority import bottom_levels
 from agents.scheduling.simulate import CRITICAL_PATH_FIRST, POLICIES, lower_bound, simulate
+from devline.launch import running
 from devline.settings import Settings
-from devline.supervisor import child_env
 from schemas.codec import Codec
 from streams import topics as T
 from streams.client import produce, records
@@ -94,25 +91,9 @@ def build_plan(tasks: int, layers: int, fan_in: float, sigma: float, seconds: fl
 
 
 # -- the pipeline ---------------------------------------------------------------------
-@contextlib.contextmanager
-def running_pipeline(settings: Settings, workers: int,
-                     log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def running_pipeline(settings: Settings, workers: int, log: Path) -> Any:
     """`devline run --workers W` in its own process group; SIGTERM (then SIGKILL) on exit."""
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "devline", "run", "--workers", str(workers),
-             "--no-create-topics"], env=child_env(settings), stdout=out,
-            stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+    return running(settings, ["--workers", str(workers), "--no-create-topics"], log)
 
 
 async def wait_until_ready(settings: Settings, workers: int, settle: float) -> float:

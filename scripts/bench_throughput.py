@@ -25,9 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
-from bench_pipeline import (  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from bench_pipeline import (
     BenchError,
     delete_topics,
     run_plan,
@@ -35,8 +35,8 @@ from bench_pipeline import (  # noqa: E402
     wait_until_ready,
 )
 
-from devline.settings import Settings  # noqa: E402
-from streams.topics import create_topics  # noqa: E402
+from devline.settings import Settings
+from streams.topics import create_topics
 
 
 def plan(n: int, run: str) -> dict:
@@ -97,7 +97,7 @@ async def raw_rate(bootstrap: str, n: int, workers: int) -> dict[str, float]:
     for i in range(n):
         await producer.send(work, key=str(i).encode(), value=os.urandom(200))
     await producer.flush()
-    while done < n:
+    while done < n:  # noqa: ASYNC110 - a counter bumped by the consumers
         await asyncio.sleep(0.01)
     span = time.monotonic() - began
     stop.set()

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from agents.planner import plan_record
+from devline.launch import running
 from devline.settings import Settings
-from devline.supervisor import child_env
 from schemas.codec import Codec
 from streams import topics as T
 from streams.client import produce, records
@@ -23,26 +17,10 @@ from streams.client import produce, records
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@contextmanager
 def running_pipeline(settings: Settings, workers: int = 2, log: Path | None = None,
-                     extra: list[str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    """`devline run` in its own process group; SIGTERM on exit, asserting a clean stop."""
-    env = child_env(settings)
-    out = open(log or os.devnull, "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "devline", "run", "--workers", str(workers),
-                             *(extra or [])], env=env, stdout=out, stderr=subprocess.STDOUT,
-                            cwd=ROOT, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        out.close()
+                     extra: list[str] | None = None) -> Any:
+    """`devline run --workers N` for the test; stopped with SIGTERM at the end."""
+    return running(settings, ["--workers", str(workers), *(extra or [])], log)
 
 
 def submit(settings: Settings, plan: dict[str, Any]) -> str:

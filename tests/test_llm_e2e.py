@@ -31,7 +31,7 @@ def test_rate_limited_call_waits_for_retry_after_then_writes_the_file(
             plan_id = submit(settings, {"project": "geo", "name": "geo", "options":
                                         {"executor": "http"}, "files": [
                 {"path": "geo/area.py", "description": "area of a circle"}]})
-            kind, done = wait_for(settings, plan_id, {"PlanCompleted", "TaskDeadLettered"})
+            kind, _ = wait_for(settings, plan_id, {"PlanCompleted", "TaskDeadLettered"})
             evs = plan_events(settings, plan_id)
         assert kind == "PlanCompleted"
         failed = [v for _, et, v in evs if et == "TaskFailed"]

@@ -8,46 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from devline.errors import DecodeError
+from devline.launch import running
 from devline.settings import Settings
-from devline.supervisor import child_env
 from schemas.codec import Codec
 from streams import topics as T
 from streams.client import records
-from tests.harness import ROOT, events, plan_events, submit, wait_for
+from tests.harness import events, plan_events, submit, wait_for
 
 MIN, MAX = 2, 6
 
 
-@contextmanager
-def supervised(settings: Settings, args: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def supervised(settings: Settings, args: list[str], log: Path) -> Any:
     """`devline run ARGS` in its own process group; stopped (SIGTERM, then SIGKILL) on exit."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "devline", "run", *args],
-                                env=child_env(settings), stdout=out, stderr=subprocess.STDOUT,
-                                cwd=ROOT, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+    return running(settings, args, log)
 
 
 def metric_points(settings: Settings, source: str, name: str) -> list[tuple[int, float]]:
