@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from agents import planner
@@ -16,6 +18,20 @@ if TYPE_CHECKING:
 log = logging.getLogger("devline.planner")
 
 
+async def guarded(pipeline: Pipeline, message: Any, handle: Callable[[Any], Awaitable[None]]
+                  ) -> None:
+    """Run `handle(message)`; a record that makes it fail is dead-lettered, the stream goes on."""
+    try:
+        await handle(message)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("processing %s[%s]@%s failed", message.topic, message.partition,
+                      message.offset)
+        await dead_letter_message(pipeline, message,
+                                  f"processing failed: {type(exc).__name__}: {exc}")
+
+
 async def dead_letter_message(pipeline: Pipeline, message: Any, reason: str) -> None:
     """Send an undecodable record to the DLQ with the reason; the stream goes on."""
     log.warning("dead-lettering %s[%s]@%s: %s", message.topic, message.partition,
@@ -27,30 +43,32 @@ async def dead_letter_message(pipeline: Pipeline, message: Any, reason: str) -> 
 
 
 def register_planner(pipeline: Pipeline) -> None:
+    async def handle(message: Any) -> None:
+        try:
+            event_type, record = pipeline.codec.decode(message.value or b"")
+        except DecodeError as exc:
+            await dead_letter_message(pipeline, message, f"undecodable: {exc}")
+            return
+        if event_type != "PlanSubmitted":
+            await dead_letter_message(pipeline, message,
+                                      f"unexpected event type {event_type} on {T.PLANS}")
+            return
+        try:
+            accepted = planner.accept(record)
+        except PlanError as exc:
+            rejected = planner.reject(record, exc)
+            log.info("plan %s rejected: %s", rejected["plan_id"], exc)
+            await pipeline.emit.event("PlanRejected", rejected)
+            return
+        try:
+            await pipeline.emit.event("PlanAccepted", accepted)
+        except SchemaError as exc:
+            await dead_letter_message(pipeline, message, f"plan cannot be encoded: {exc}")
+            return
+        log.info("plan %s accepted: %d tasks, critical path %d long",
+                 accepted["plan_id"], len(accepted["tasks"]), len(accepted["critical_path"]))
+
     @pipeline.app.agent(pipeline.plans_topic, name="planner")
     async def plan_agent(stream: Any) -> None:
         async for event in stream.events():
-            message = event.message
-            try:
-                event_type, record = pipeline.codec.decode(message.value or b"")
-            except DecodeError as exc:
-                await dead_letter_message(pipeline, message, f"undecodable: {exc}")
-                continue
-            if event_type != "PlanSubmitted":
-                await dead_letter_message(pipeline, message,
-                                          f"unexpected event type {event_type} on {T.PLANS}")
-                continue
-            try:
-                accepted = planner.accept(record)
-            except PlanError as exc:
-                rejected = planner.reject(record, exc)
-                log.info("plan %s rejected: %s", rejected["plan_id"], exc)
-                await pipeline.emit.event("PlanRejected", rejected)
-                continue
-            try:
-                await pipeline.emit.event("PlanAccepted", accepted)
-            except SchemaError as exc:
-                await dead_letter_message(pipeline, message, f"plan cannot be encoded: {exc}")
-                continue
-            log.info("plan %s accepted: %d tasks, critical path %d long",
-                     accepted["plan_id"], len(accepted["tasks"]), len(accepted["critical_path"]))
+            await guarded(pipeline, event.message, handle)

@@ -23,7 +23,7 @@ from devline.errors import DecodeError
 from streams import topics as T
 from streams.emit import dead_letter_headers, new_id, now_ms
 from streams.guarding import GuardEdge
-from streams.planning import dead_letter_message
+from streams.planning import dead_letter_message, guarded
 from streams.workspace import write_output
 
 if TYPE_CHECKING:
@@ -271,12 +271,12 @@ def register_scheduler(pipeline: Pipeline) -> Scheduler:
     @app.agent(pipeline.events_topic, name="scheduler")
     async def scheduler_agent(stream: Any) -> None:
         async for event in stream.events():
-            await sched.on_event(event.message)
+            await guarded(pipeline, event.message, sched.on_event)
 
     @app.agent(pipeline.workers_topic, name="worker-registry")
     async def registry_agent(stream: Any) -> None:
         async for event in stream.events():
-            await sched.on_heartbeat(event.message)
+            await guarded(pipeline, event.message, sched.on_heartbeat)
 
     @app.timer(interval=0.1)
     async def retry_timer() -> None:

@@ -7,6 +7,7 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 
 from devline.settings import Settings
+from schemas.codec import Codec
 from streams import topics as T
 from tests.harness import plan_events, raw_records, running_pipeline, submit, wait_for
 
@@ -80,6 +81,13 @@ def test_garbage_on_every_input_topic_is_dead_lettered_and_the_plan_completes(
     garbage = [b"", b"\x00\x00\x00\x00\x01garbage", b"\xc3\x01" + b"\xff" * 8 + b"x",
                b"not avro at all"]
 
+    # Decodable but impossible: a dependency on a task the plan does not have.
+    broken = Codec().encode("PlanAccepted", {
+        "plan_id": "broken", "project": "x", "name": "x", "critical_path": [], "levels": [],
+        "accepted_at": 0, "tasks": [{"task_id": "a.py", "path": "a.py", "depends_on": ["nope"],
+                                     "cost": 1.0, "priority": 1.0, "level": 0,
+                                     "executor": "demo"}]})
+
     async def poison() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap)
         await producer.start()
@@ -88,6 +96,7 @@ def test_garbage_on_every_input_topic_is_dead_lettered_and_the_plan_completes(
                 for i, value in enumerate(garbage):
                     await producer.send_and_wait(settings.topic(topic), value=value,
                                                  key=f"poison-{i}".encode())
+            await producer.send_and_wait(settings.topic(T.EVENTS), value=broken, key=b"broken")
         finally:
             await producer.stop()
 
@@ -103,7 +112,7 @@ def test_garbage_on_every_input_topic_is_dead_lettered_and_the_plan_completes(
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             dlq = raw_records(settings, T.DLQ, idle=0.5)
-            if len(dlq) >= 16:
+            if len(dlq) >= 17:
                 break
             time.sleep(0.5)
     sources = {}
@@ -111,5 +120,8 @@ def test_garbage_on_every_input_topic_is_dead_lettered_and_the_plan_completes(
         h = {k: v.decode() for k, v in r.headers}
         sources.setdefault(h["dlq-source-topic"], []).append(h)
         assert h["dlq-reason"] and h["dlq-source-offset"] != "-1"
-    for topic in (T.PLANS, T.EVENTS, T.WORKERS, T.WORK_DEV):
+    for topic in (T.PLANS, T.WORKERS, T.WORK_DEV):
         assert len(sources.get(settings.topic(topic), [])) == len(garbage), topic
+    from_events = sources[settings.topic(T.EVENTS)]
+    assert len(from_events) == len(garbage) + 1
+    assert any(h["dlq-reason"].startswith("processing failed: KeyError") for h in from_events)
