@@ -86,6 +86,9 @@ class Pipeline:
             stream_wait_empty=False,
             broker_commit_every=100,
             broker_commit_interval=1.0,
+            # A crashed processor's partitions move to its replacement after this long.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=2.0,
         )
         raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw",
                                    value_serializer="raw")

@@ -68,6 +68,8 @@ class Scheduler:
             self.p.plans[plan_id] = state.header
         if event_type in ("TaskCompleted", "TaskFailed"):
             self.dispatcher.task_finished(plan_id, record["task_id"])
+        elif event_type == "TaskDispatched":
+            self.dispatcher.confirmed(plan_id, record["task_id"])
         for command in commands:
             await self.run_command(state, command, record)
         await self.pump()

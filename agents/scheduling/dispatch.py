@@ -75,6 +75,11 @@ class Dispatcher:
         rank = KIND_RANK.get(task.kind, 1)
         heapq.heappush(self._heap, (rank, -task.priority, next(self._seq), task))
 
+    def confirmed(self, plan_id: str, task_id: str) -> None:
+        """The log says the task was dispatched: never queue it again (after a restart the
+        rebuilt queue can hold a task whose dispatch was not yet read back)."""
+        self._queued.discard((plan_id, task_id))
+
     def drop_plan(self, plan_id: str) -> None:
         """Forget queued work of a plan (e.g. paused or cancelled)."""
         self._heap = [e for e in self._heap if e[3].plan_id != plan_id]
