@@ -92,3 +92,22 @@ def test_every_command_has_help(settings: Settings) -> None:
         assert result.returncode == 0, (cmd, result.stderr)
         assert "Usage" in result.stdout
     assert "DEVLINE_BOOTSTRAP" in devline(settings, "--help").stdout
+
+
+def test_submit_wait_follows_the_plan_and_status_folds_the_log(topics: Settings) -> None:
+    from tests.harness import running_pipeline
+
+    with running_pipeline(topics, workers=2):
+        result = devline(topics, "submit", "examples/calc-plan.yaml", "--wait",
+                         "--timeout", "90")
+    assert result.returncode == 0, result.stderr
+    plan_id = result.stdout.splitlines()[0].strip()
+    assert f"plan {plan_id} done: 9 files" in result.stdout
+    assert "9/9" in result.stderr  # the progress bar
+    status = devline(topics, "status", plan_id, "--json")
+    assert status.returncode == 0, status.stderr
+    summary = json.loads(status.stdout)
+    assert summary["status"] == "done" and summary["done"] == 9 and summary["tasks"] == {
+        "done": 9}
+    missing = devline(topics, "status", "no-such-plan")
+    assert missing.returncode == 1 and "no plan 'no-such-plan'" in missing.stderr
