@@ -21,6 +21,14 @@ async def produce(settings: Settings, topic: str, event_type: str, record: dict[
     """Encode and send one event; return (partition, offset) once the broker has it."""
     codec = codec or Codec.from_settings(settings)
     value = codec.encode(event_type, record)  # validate before touching Kafka
+    return await send_raw(settings, settings.topic(topic), key.encode(), value,
+                          headers_for(event_type, record))
+
+
+async def send_raw(settings: Settings, topic: str, key: bytes | None, value: bytes | None,
+                   headers: list[tuple[str, bytes]], partition: int | None = None
+                   ) -> tuple[int, int]:
+    """Send bytes as they are to a full topic name; (partition, offset) once acknowledged."""
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
                                 max_request_size=settings.max_message_bytes,
                                 **settings.kafka_common())
@@ -29,8 +37,8 @@ async def produce(settings: Settings, topic: str, event_type: str, record: dict[
     except Exception as exc:
         raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
     try:
-        meta = await producer.send_and_wait(settings.topic(topic), key=key.encode(), value=value,
-                                            headers=headers_for(event_type, record))
+        meta = await producer.send_and_wait(topic, key=key, value=value, partition=partition,
+                                            headers=headers)
         return meta.partition, meta.offset
     finally:
         await producer.stop()

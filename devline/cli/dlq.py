@@ -28,7 +28,7 @@ from rich.table import Table
 
 from agents.scheduling import fold as F
 from devline.cli.common import err, out, run_async, settings_of
-from devline.errors import BrokerUnavailable, DecodeError, DevlineError
+from devline.errors import DecodeError, DevlineError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
@@ -222,25 +222,13 @@ async def redrive_marks(settings: Settings, codec: Codec) -> dict[int, str]:
 # -- sending -----------------------------------------------------------------------------
 async def _republish(settings: Settings, letter: Letter) -> tuple[int, int]:
     """Put a poison record back on its source topic and partition, as it was."""
-    from aiokafka import AIOKafkaProducer
+    from streams.client import send_raw
 
     topic, part, _ = letter.source
     headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq-")]
     headers.append((REDRIVE_OF, f"{T.DLQ}@{letter.partition}:{letter.offset}".encode()))
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
-                                max_request_size=settings.max_message_bytes,
-                                **settings.kafka_common())
-    try:
-        await producer.start()
-    except Exception as exc:
-        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
-    try:
-        meta = await producer.send_and_wait(str(topic), key=letter.key, value=letter.value,
-                                            partition=part if part is not None and part >= 0
-                                            else None, headers=headers)
-        return meta.partition, meta.offset
-    finally:
-        await producer.stop()
+    return await send_raw(settings, str(topic), letter.key, letter.value, headers,
+                          partition=part if part is not None and part >= 0 else None)
 
 
 async def execute(settings: Settings, d: Decision) -> str:
