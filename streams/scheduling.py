@@ -232,22 +232,26 @@ class Scheduler:
 
     # -- recovery -----------------------------------------------------------------
     async def rebuild(self) -> None:
-        """After table recovery: queue READY tasks again and re-arm retry timers."""
+        """After table recovery: redo what a crash may have lost (release ready tasks, arm
+        retry timers, decide undecided failures, report finished plans)."""
         self.guard.restore()
-        queued = 0
+        redone: dict[str, int] = {}
         for key, task in list(self.p.tasks.items()):
             plan_id, _, task_id = key.partition("/")
             header = self.p.plans.get(plan_id)
             if not header or not task:
                 continue
-            if task["status"] == F.READY:
-                await self.release(F.PlanState(dict(header), self.p.task_view(plan_id)), task_id)
-                queued += 1
-            elif task["status"] == F.RETRY_WAIT:
-                heapq.heappush(self.timers, (task.get("due_at") or 0, plan_id, task_id,
-                                             task["attempt"]))
-        log.info("scheduler state recovered: %d ready tasks queued, %d retries armed",
-                 queued, len(self.timers))
+            state = F.PlanState(dict(header), self.p.task_view(plan_id))
+            for cmd in F.recovery_commands(header, task_id, task):
+                redone[cmd.kind] = redone.get(cmd.kind, 0) + 1
+                await self.run_command(state, cmd, cmd.data)
+        for plan_id, header in list(self.p.plans.items()):
+            if header and F.plan_unreported(header):
+                redone["plan_done"] = redone.get("plan_done", 0) + 1
+                await self.run_command(F.PlanState(dict(header), self.p.task_view(plan_id)),
+                                       F.Command("plan_done", plan_id), {})
+        log.info("scheduler state recovered: %s", ", ".join(
+            f"{n} {k}" for k, n in sorted(redone.items())) or "nothing to redo")
         await self.pump()
 
     async def on_heartbeat(self, message: Any) -> None:

@@ -156,3 +156,34 @@ def test_redrive_revives_a_dead_task_with_a_fresh_budget() -> None:
     assert attempts_used(state.tasks["a"]) == 1
     assert state.header["status"] == "running" and state.header["dead"] == 0
     assert apply(state, "TaskRetryScheduled", retry) == []  # duplicate: no second timer
+
+
+def test_recovery_commands_redo_what_a_crash_may_have_lost() -> None:
+    from agents.scheduling.fold import plan_unreported, recovery_commands
+
+    g = nx.DiGraph([("b", "a")])
+    state = PlanState()
+    apply(state, "PlanAccepted", accepted(g))
+    assert [c.kind for c in recovery_commands(state.header, "a", state.tasks["a"])] == [
+        "release"]
+    assert recovery_commands(state.header, "b", state.tasks["b"]) == []  # waiting
+    apply(state, "TaskDispatched", dispatched("a"))
+    failed = {"event_id": "f1", "plan_id": "p1", "task_id": "a", "path": "a.py", "attempt": 1,
+              "worker_id": "w1", "dispatch_id": "x-a-1", "executor": "demo", "error": "boom",
+              "error_type": "crash", "retryable": True, "fingerprint": "fp", "output": "x" * 5000,
+              "retry_after_s": None, "started_at": 1, "finished_at": 2}
+    apply(state, "TaskFailed", failed)
+    (cmd,) = recovery_commands(state.header, "a", state.tasks["a"])
+    assert cmd.kind == "decide_failure" and cmd.data["error"] == "boom"
+    assert len(cmd.data["output"]) == 2000  # bounded
+    apply(state, "TaskRetryScheduled", {"event_id": "r", "plan_id": "p1", "task_id": "a",
+                                        "path": "a.py", "attempt": 2, "delay_ms": 5,
+                                        "due_at": 7, "reason": "x"})
+    (cmd,) = recovery_commands(state.header, "a", state.tasks["a"])
+    assert cmd.kind == "retry_wait" and cmd.data == {"due_at": 7, "attempt": 2}
+    state.header["status"] = "done"
+    assert plan_unreported(state.header)
+    apply(state, "PlanCompleted", {"plan_id": "p1", "files": 2, "executor_runs": 2,
+                                   "cache_hits": 0, "failed": 0, "makespan_ms": 1,
+                                   "completed_at": 3})
+    assert not plan_unreported(state.header)

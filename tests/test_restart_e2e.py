@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 
 from agents.scheduling import fold as F
@@ -15,9 +14,18 @@ from tests.harness import plan_events, running_pipeline, submit, wait_for
 
 
 def processor_pids(group: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-g", str(group), "-f", "devline processor"],
-                         capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")  # noqa: SIM115
+            ours = os.getpgid(int(entry)) == group
+            if ours and b"processor" in cmdline and b"devline" in cmdline:
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
 
 
 def test_processor_sigkill_mid_plan_recovers_and_completes(topics: Settings) -> None:
@@ -36,7 +44,7 @@ def test_processor_sigkill_mid_plan_recovers_and_completes(topics: Settings) -> 
         victims = processor_pids(os.getpgid(run.pid))
         assert len(victims) == 1
         os.kill(victims[0], signal.SIGKILL)
-        kind, summary = wait_for(settings, plan_id, {"PlanCompleted"}, timeout=120)
+        _, summary = wait_for(settings, plan_id, {"PlanCompleted"}, timeout=120)
         assert processor_pids(os.getpgid(run.pid)) not in ([], victims)  # restarted
         evs = plan_events(settings, plan_id)
     completed: dict[str, int] = {}

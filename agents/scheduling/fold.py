@@ -137,6 +137,8 @@ def _failed(state: PlanState, ev: dict[str, Any]) -> list[Command]:
         return []
     task["status"] = FAILED
     task["errors"] = (task["errors"] + [ev["fingerprint"]])[-10:]
+    # Kept so a processor that crashes before deciding can decide after its restart.
+    task["last_failure"] = {**ev, "output": (ev.get("output") or "")[-2000:] or None}
     state.tasks[ev["task_id"]] = task
     return [Command("decide_failure", state.header["plan_id"], ev["task_id"], dict(ev))]
 
@@ -185,6 +187,11 @@ def _dead(state: PlanState, ev: dict[str, Any]) -> list[Command]:
     return [Command("stalled", state.header["plan_id"], ev["task_id"])]
 
 
+def _reported(state: PlanState, ev: dict[str, Any]) -> list[Command]:
+    state.header["reported"] = True
+    return []
+
+
 def _rejected(state: PlanState, ev: dict[str, Any]) -> list[Command]:
     if not state.header:
         state.header.update({"plan_id": ev["plan_id"], "status": REJECTED,
@@ -201,6 +208,7 @@ _HANDLERS = {
     "TaskRetryScheduled": _retry_scheduled,
     "TaskReady": _ready,
     "TaskDeadLettered": _dead,
+    "PlanCompleted": _reported,
 }
 
 
@@ -228,3 +236,22 @@ def fold(state: PlanState, event_type: str, event: dict[str, Any]
 def ready_tasks(state: PlanState) -> list[str]:
     """Tasks that may be dispatched now (used to rebuild the dispatcher after a restart)."""
     return sorted(t for t, task in state.tasks.items() if task["status"] == READY)
+
+
+def recovery_commands(header: dict[str, Any], task_id: str, task: Task) -> list[Command]:
+    """What a restarted processor must (re)do for one task: commands whose effects may have
+    been lost with the crash. Each is idempotent against the log."""
+    plan_id = header["plan_id"]
+    if task["status"] == READY:
+        return [Command("release", plan_id, task_id)]
+    if task["status"] == RETRY_WAIT:
+        return [Command("retry_wait", plan_id, task_id,
+                        {"due_at": task.get("due_at") or 0, "attempt": task["attempt"]})]
+    if task["status"] == FAILED and task.get("last_failure"):
+        return [Command("decide_failure", plan_id, task_id, dict(task["last_failure"]))]
+    return []
+
+
+def plan_unreported(header: dict[str, Any]) -> bool:
+    """Done, but its PlanCompleted never read back: the summary must be sent (again)."""
+    return header.get("status") == PLAN_DONE and not header.get("reported")
