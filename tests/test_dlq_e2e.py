@@ -12,10 +12,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from agents.scheduling import fold as F
-from devline.cli.dlq import Letter, decide, decide_all, hexdump, redrive_reason
+from devline.cli.dlq import hexdump
 from devline.settings import Settings
 from devline.supervisor import child_env
 from streams import topics as T
+from streams.deadletters import Letter, decide, decide_all, redrive_reason
 from tests.harness import ROOT, plan_events, raw_records, running_pipeline, submit, wait_for
 
 # -- decisions (pure) ---------------------------------------------------------------------
