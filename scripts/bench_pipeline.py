@@ -51,7 +51,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.client import produce, records
-from streams.topics import create_topics
+from streams.topics import create_topics, delete_prefixed_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 Event = tuple[Any, str, dict[str, Any]]  # (raw record, event type, value)
@@ -199,17 +199,7 @@ async def measure(settings: Settings, bench: BenchPlan, workers: int, settle: fl
 
 async def delete_topics(settings: Settings) -> int:
     """Delete every topic under this run's (uuid) prefix, Faust's changelogs included."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await admin.start()
-    try:
-        ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if ours:
-            await admin.delete_topics(ours)
-        return len(ours)
-    finally:
-        await admin.close()
+    return await delete_prefixed_topics(settings)
 
 
 # -- the figures ----------------------------------------------------------------------

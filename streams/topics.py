@@ -138,3 +138,23 @@ async def describe_topics(settings: Settings) -> list[dict[str, object]]:
         ]
     finally:
         await admin.close()
+
+
+async def delete_prefixed_topics(settings: Settings) -> int:
+    """Delete every topic under the settings' prefix (test runs, benchmarks); return how many.
+
+    Refuses an empty prefix: that would be every topic on the cluster.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    if not settings.topic_prefix:
+        raise ValueError("refusing to delete topics without a topic prefix")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+        return len(ours)
+    finally:
+        await admin.close()

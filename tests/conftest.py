@@ -53,10 +53,16 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    """Settings with a uuid topic prefix (own topics and groups) and a private workspace."""
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Settings]:
+    """Settings with a uuid topic prefix (own topics and groups) and a private workspace.
+
+    The test's topics are deleted afterwards, so one broker serves the whole session
+    without piling up thousands of partitions.
+    """
+    from streams.topics import delete_prefixed_topics
+
     prefix = f"t{uuid.uuid4().hex[:10]}."
-    return Settings(
+    settings = Settings(
         bootstrap=kafka_bootstrap,
         topic_prefix=prefix,
         work_partitions=12,
@@ -64,6 +70,11 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         workspace=tmp_path / "out",
         data_dir=tmp_path / "data",
     )
+    yield settings
+    try:
+        asyncio.run(delete_prefixed_topics(settings))
+    except Exception as exc:  # cleanup only: never fail a test for it
+        print(f"could not delete topics under {prefix}: {exc}")
 
 
 @pytest.fixture
