@@ -156,3 +156,40 @@ async def replay(settings: Settings, plan_id: str | None = None, *, codec: Codec
                 continue
             F.apply(states.setdefault(pid, F.PlanState()), event_type, value)
     return {pid: st for pid, st in states.items() if st.header}
+
+
+def _detail(event_type: str, v: dict[str, Any]) -> str:
+    if event_type == "PlanAccepted":
+        return f"{len(v['tasks'])} files, critical path {len(v['critical_path'])}"
+    if event_type == "PlanRejected":
+        return str(v["reason"])
+    if event_type == "TaskCompleted":
+        return "cached" if v["cached"] else f"{v['finished_at'] - v['started_at']} ms"
+    if event_type == "TaskFailed":
+        return f"{v['error_type']}: {v['error']}"[:120]
+    if event_type == "TaskRetryScheduled":
+        return f"in {v['delay_ms']} ms: {v['reason']}"[:120]
+    if event_type == "TaskDeadLettered":
+        return str(v["reason"])[:120]
+    if event_type == "PlanCompleted":
+        return f"makespan {v['makespan_ms']} ms, {v['cache_hits']} cache hits"
+    return ""
+
+
+async def plan_timeline(settings: Settings, plan_id: str) -> list[dict[str, Any]]:
+    """One plan's events in log order, with time since the first and a short detail."""
+    codec = Codec.from_settings(settings)
+    found = []
+    async for record in records(settings, T.EVENTS, idle_timeout=1.0):
+        if record.key != plan_id.encode():
+            continue
+        try:
+            event_type, v = codec.decode(record.value or b"")
+        except DecodeError:
+            continue
+        found.append((record.offset, record.timestamp, event_type, v))
+    found.sort()
+    start = found[0][1] if found else 0
+    return [{"t": ts - start, "offset": off, "type": et, "task": v.get("task_id"),
+             "attempt": v.get("attempt"), "worker": v.get("worker_id"), "detail": _detail(et, v)}
+            for off, ts, et, v in found]

@@ -85,7 +85,7 @@ def test_undecodable_records_are_shown_not_fatal(topics: Settings) -> None:
 
 def test_every_command_has_help(settings: Settings) -> None:
     commands = [[], ["topics"], ["topics", "create"], ["topics", "describe"], ["submit"],
-                ["tail"], ["status"], ["run"], ["worker"], ["processor"], ["demo"],
+                ["tail"], ["status"], ["events"], ["run"], ["worker"], ["processor"], ["demo"],
                 ["analyze"], ["dlq"], ["dlq", "list"], ["dlq", "show"], ["dlq", "redrive"]]
     for cmd in commands:
         result = devline(settings, *cmd, "--help")
@@ -109,5 +109,11 @@ def test_submit_wait_follows_the_plan_and_status_folds_the_log(topics: Settings)
     summary = json.loads(status.stdout)
     assert summary["status"] == "done" and summary["done"] == 9 and summary["tasks"] == {
         "done": 9}
+    timeline = devline(topics, "events", plan_id, "--json")
+    assert timeline.returncode == 0, timeline.stderr
+    kinds = [json.loads(line)["type"] for line in timeline.stdout.splitlines()]
+    assert kinds[0] == "PlanAccepted" and kinds[-1] == "PlanCompleted"
+    assert kinds.count("TaskDispatched") == 9 and kinds.count("TaskCompleted") == 9
+    assert "TaskDispatched" in devline(topics, "events", plan_id).stdout
     missing = devline(topics, "status", "no-such-plan")
     assert missing.returncode == 1 and "no plan 'no-such-plan'" in missing.stderr

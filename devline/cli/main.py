@@ -163,6 +163,36 @@ def status(
         out.print("no plans in the event log")
 
 
+@app.command()
+def events(
+    ctx: typer.Context,
+    plan_id: Annotated[str, typer.Argument(help="The plan whose timeline to show")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """Show a plan's timeline from the event log: what happened, to which file, where, when."""
+    from rich.table import Table
+
+    from streams.client import plan_timeline
+
+    rows = run_async(plan_timeline(settings_of(ctx), plan_id))
+    if not rows:
+        err.print(f"[red]error:[/red] no events for plan {escape(plan_id)!r}")
+        raise typer.Exit(1)
+    if as_json:
+        for row in rows:
+            print(json.dumps(row), flush=True)
+        return
+    table = Table()
+    for name in ("+s", "event", "file", "attempt"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("worker", overflow="fold")
+    table.add_column("detail", overflow="fold")
+    for r in rows:
+        table.add_row(f"{r['t'] / 1000:.3f}", r["type"], escape(r["task"] or ""),
+                      str(r["attempt"] or ""), escape(r["worker"] or ""), escape(r["detail"]))
+    out.print(table)
+
+
 def _register_optional() -> None:
     from devline.cli import runner
 
