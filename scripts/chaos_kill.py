@@ -49,7 +49,7 @@ from devline.supervisor import child_env  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from streams import topics as T  # noqa: E402
 from streams.client import _partitions, produce  # noqa: E402
-from streams.topics import create_topics  # noqa: E402
+from streams.topics import create_topics, delete_prefixed_topics  # noqa: E402
 
 LONG_EVERY = 10  # every tenth task runs longer, so a kill can land mid-task
 
@@ -243,27 +243,13 @@ async def chaos(args: argparse.Namespace, prefix: str, work: Path, out: IO[bytes
         stop.set()
         await follower
         if not args.keep_topics:
-            await delete_topics(settings)
+            await delete_prefixed_topics(settings)
     for kill in kills:  # the killed work: how often, and by whom, was it finished?
         kill["finished_by"] = {d: [v["worker_id"] for _, v in log.results if v["dispatch_id"] == d]
                                for d in kill["in_flight"]}
     return {"prefix": prefix, "plan_id": record["plan_id"], "workers": args.workers,
             "kills": kills, "elapsed_s": round(elapsed, 1),
             "run_exit_code": code, "plan": log.completed_plan, **log.counts()}
-
-
-async def delete_topics(settings: Settings) -> None:
-    """Remove every topic of this run (catalogue, changelogs, repartitions)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await admin.start()
-    try:
-        ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if ours:
-            await admin.delete_topics(ours)
-    finally:
-        await admin.close()
 
 
 def main(argv: list[str] | None = None) -> int:
