@@ -112,12 +112,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", type=int, default=1000, help="files in the plan (default 1000)")
     ap.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
+    ap.add_argument("--slots", type=int, default=1,
+                    help="concurrent tasks per devline worker (default 1)")
     ap.add_argument("--bootstrap", default=os.environ.get("DEVLINE_BOOTSTRAP", "127.0.0.1:9092"),
                     help="Kafka bootstrap (env DEVLINE_BOOTSTRAP)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="devline-tp-"))
     settings = Settings(bootstrap=args.bootstrap, topic_prefix=f"tp{uuid.uuid4().hex[:8]}.",
-                        workspace=tmp / "out", data_dir=tmp / "data")
+                        workspace=tmp / "out", data_dir=tmp / "data", worker_slots=args.slots)
     try:
         ours = asyncio.run(devline_rate(settings, args.tasks, args.workers, tmp / "run.log"))
     except BenchError as exc:
@@ -126,7 +128,8 @@ def main() -> int:
     finally:
         asyncio.run(delete_topics(settings))
     raw = asyncio.run(raw_rate(args.bootstrap, args.tasks, args.workers))
-    print(f"\n{args.tasks} zero-duration tasks, {args.workers} workers, one KRaft broker")
+    print(f"\n{args.tasks} zero-duration tasks, {args.workers} workers x {args.slots} slot(s), "
+          "one KRaft broker")
     print(f"{'':34} {'tasks/s':>9} {'seconds':>8}")
     print(f"{'devline (dispatch->last result)':34} {ours['rate']:9.1f} {ours['seconds']:8.2f}")
     print(f"{'devline (submit->PlanCompleted)':34} {ours['wall_rate']:9.1f}")
