@@ -14,6 +14,21 @@ from devline.settings import Settings
 from devline.supervisor import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
+_LIVE: set[int] = set()  # process groups started here and not yet reaped
+
+
+def kill_all() -> int:
+    """SIGKILL every process group `running` started that is still alive (for finalizers:
+    a test interrupted by a timeout inside its clean-up must not leave a pipeline behind)."""
+    killed = 0
+    for pgid in list(_LIVE):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            killed += 1
+        except ProcessLookupError:
+            pass
+        _LIVE.discard(pgid)
+    return killed
 
 
 @contextmanager
@@ -24,6 +39,7 @@ def running(settings: Settings, args: Sequence[str], log: Path | None = None,
         proc = subprocess.Popen([sys.executable, "-m", "devline", "run", *args],
                                 env=child_env(settings), stdout=out, stderr=subprocess.STDOUT,
                                 cwd=ROOT, start_new_session=True)
+        _LIVE.add(proc.pid)
         try:
             yield proc
         finally:
@@ -34,3 +50,4 @@ def running(settings: Settings, args: Sequence[str], log: Path | None = None,
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+            _LIVE.discard(proc.pid)

@@ -27,6 +27,16 @@ def _docker_answers() -> bool:
         return False
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_pipeline_left_behind() -> Iterator[None]:
+    """Whatever a test did, no `devline run` it started outlives the session."""
+    from devline.launch import kill_all
+
+    yield
+    if kill_all():
+        print("killed pipeline process groups left behind by interrupted tests")
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """A real broker: DEVLINE_BOOTSTRAP, else testcontainers, else scripts/kafka-local."""
