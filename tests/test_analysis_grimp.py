@@ -16,11 +16,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import grimp
 import pytest
 
 from agents.analysis import analyze_path
-
-grimp = pytest.importorskip("grimp")
 
 
 def module_name(package: str, path: str) -> str:

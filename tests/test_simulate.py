@@ -295,10 +295,6 @@ def test_import_graph_costs_from_grimp_is_acyclic_and_sized(tiny_package: Path):
 
 
 def test_import_graph_costs_uses_the_analysis_when_it_is_there(tiny_package: Path):
-    try:
-        from agents.analysis import analyze_path  # noqa: F401
-    except ImportError:
-        pytest.skip("agents.analysis.analyze_path is not available")
     graph, costs = import_graph_costs(tiny_package)
     assert graph.graph["source"] == "analysis"
     assert nx.is_directed_acyclic_graph(graph)
