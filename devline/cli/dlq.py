@@ -15,6 +15,7 @@ from rich.table import Table
 
 from devline.cli.common import err, out, run_async, settings_of
 from devline.errors import DecodeError, DevlineError
+from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.client import replay
@@ -89,6 +90,16 @@ def _table(rows: list[dict[str, Any]], prefix: str) -> Table:
 
 
 # -- commands ----------------------------------------------------------------------------
+def _letters_and_marks(settings: Settings) -> tuple[list[Letter], dict[int, str]]:
+    """Every dead letter, and which of them were redriven (both topics read at once)."""
+    codec = Codec.from_settings(settings)
+
+    async def go() -> tuple[list[Letter], dict[int, str]]:
+        return await asyncio.gather(load_letters(settings), redrive_marks(settings, codec))
+
+    return run_async(go())
+
+
 @dlq_app.command("list")
 def list_letters(
     ctx: typer.Context,
@@ -97,12 +108,7 @@ def list_letters(
 ) -> None:
     """List dead letters: source, plan/task, attempt, fingerprint, reason, redriven or not."""
     settings = settings_of(ctx)
-    codec = Codec.from_settings(settings)
-
-    async def go() -> tuple[list[Letter], dict[int, str]]:
-        return await asyncio.gather(load_letters(settings), redrive_marks(settings, codec))
-
-    letters, marks = run_async(go())
+    letters, marks = _letters_and_marks(settings)
     total = len(letters)
     if limit > 0:
         letters = letters[-limit:]
@@ -128,19 +134,14 @@ def show(
 ) -> None:
     """Show one dead letter: every header and the decoded payload (hex if undecodable)."""
     settings = settings_of(ctx)
-    codec = Codec.from_settings(settings)
-
-    async def go() -> tuple[list[Letter], dict[int, str]]:
-        return await asyncio.gather(load_letters(settings), redrive_marks(settings, codec))
-
-    letters, marks = run_async(go())
+    letters, marks = _letters_and_marks(settings)
     letter = _found(letters, offset)
     view: dict[str, Any] = {**letter.row(int(time.time() * 1000), marks.get(offset)),
                             "headers": [[k, v.decode("utf-8", "replace")]
                                         for k, v in letter.headers]}
     raw = letter.value or b""
     try:
-        view["type"], view["value"] = codec.decode(raw)
+        view["type"], view["value"] = Codec.from_settings(settings).decode(raw)
     except DecodeError as exc:
         view.update(type=None, error=str(exc), raw_size=len(raw), raw_hex=raw.hex())
     if as_json:
