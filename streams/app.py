@@ -106,8 +106,9 @@ class Pipeline:
         self.emit = Emitter(settings, self.codec, self._send)
 
     async def _send(self, topic: str, *, key: bytes | None, value: bytes | None,
-                    partition: int | None, headers: list[tuple[str, bytes]]) -> None:
-        await self.app.producer.send(topic, key, value, partition, None, headers)
+                    partition: int | None, headers: list[tuple[str, bytes]]) -> Any:
+        """Queue a record; returns the delivery future (await it to know the broker has it)."""
+        return await self.app.producer.send(topic, key, value, partition, None, headers)
 
     def task_view(self, plan_id: str) -> TaskView:
         return TaskView(self.tasks, plan_id)

@@ -61,11 +61,12 @@ class Emitter:
 
     async def event(self, event_type: str, record: dict[str, Any], *,
                     topic: str = T.EVENTS, key: str | None = None,
-                    partition: int | None = None) -> None:
+                    partition: int | None = None) -> Any:
+        """Encode and queue one event; returns the send's delivery future (if any)."""
         value = self.codec.encode(event_type, record)
         k = key if key is not None else str(record.get("plan_id") or record.get("worker_id") or "")
-        await self._send(self.settings.topic(topic), key=k.encode(), value=value,
-                         partition=partition, headers=headers_for(event_type, record))
+        return await self._send(self.settings.topic(topic), key=k.encode(), value=value,
+                                partition=partition, headers=headers_for(event_type, record))
 
     async def dead_letter(self, value: bytes | None, key: bytes | None,
                           headers: list[tuple[str, bytes]]) -> None:

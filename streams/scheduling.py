@@ -7,6 +7,7 @@ decisions) is itself an event that the fold will read.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import logging
 import random
@@ -137,16 +138,29 @@ class Scheduler:
                          content)
 
     async def pump(self) -> None:
-        """Send every assignment the dispatcher can make now."""
+        """Send every assignment the dispatcher can make now.
+
+        Work items first, and only once the broker holds them the TaskDispatched events:
+        the log must never say "dispatched" about work that was lost in a crash. (The other
+        way round a crash costs at most a second run of the task.)
+        """
+        sent = []
         for assignment in self.dispatcher.assign(time.time(), admit=self.guard.admit):
-            await self.dispatch(assignment)
+            dispatched = await self.dispatch(assignment)
+            if dispatched is not None:
+                sent.append(dispatched)
+        if sent:
+            await asyncio.gather(*(delivery for delivery, _ in sent if delivery is not None))
+            for _, event in sent:
+                await self.p.emit.event("TaskDispatched", event)
         await self.guard.publish()  # admitting may have moved a breaker to half-open
 
-    async def dispatch(self, a: Assignment) -> None:
+    async def dispatch(self, a: Assignment) -> tuple[Any, dict[str, Any]] | None:
+        """Queue the work item for `a`; return its delivery and the TaskDispatched to send."""
         t = a.task
         header = self.p.plans.get(t.plan_id)
         if header is None:
-            return
+            return None
         state = F.PlanState(dict(header), self.p.task_view(t.plan_id))
         task = state.tasks[t.task_id]
         spec = task["spec"]
@@ -165,13 +179,13 @@ class Scheduler:
                          "interface": c.interface} for c in build_context(deps)],
             "options": dict(header.get("options") or {}), "dispatched_at": at,
         }
-        await self.p.emit.event("TaskDispatched", {
+        delivery = await self.p.emit.event("WorkItem", item, topic=T.WORK_DEV, key=t.task_id,
+                                           partition=a.partition)
+        return delivery, {
             "event_id": new_id(), "plan_id": t.plan_id, "task_id": t.task_id,
             "path": spec["path"], "kind": t.kind, "attempt": t.attempt,
             "worker_id": a.worker_id, "partition": a.partition, "dispatch_id": dispatch_id,
-            "dispatched_at": at})
-        await self.p.emit.event("WorkItem", item, topic=T.WORK_DEV, key=t.task_id,
-                                partition=a.partition)
+            "dispatched_at": at}
 
     # -- failures ------------------------------------------------------------------
     async def decide_failure(self, state: F.PlanState, failed: dict[str, Any]) -> None:

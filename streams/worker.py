@@ -165,9 +165,15 @@ class Worker:
                 await self.heartbeat()
 
     def _finished(self, task: asyncio.Task[None]) -> None:
-        tp, offset, _ = self.running.pop(task)
+        tp, offset, name = self.running.pop(task)
         if task.cancelled():
             return  # handed back: not committed, redelivered to the next owner
+        if task.exception() is not None:
+            # The result never reached the broker (e.g. a produce timeout): leave the
+            # offset uncommitted so the work is redelivered rather than lost.
+            log.error("task %s at %s@%d could not report its result: %r", name or "?", tp,
+                      offset, task.exception())
+            return
         self._done.setdefault(tp, set()).add(offset)
         asyncio.get_running_loop().create_task(self.commit())
 
