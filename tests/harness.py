@@ -65,7 +65,21 @@ def wait_for(settings: Settings, plan_id: str, kinds: set[str], timeout: float =
             if et in kinds and value.get("plan_id") == plan_id:
                 return et, value
         time.sleep(0.3)
-    raise AssertionError(f"plan {plan_id}: none of {sorted(kinds)} within {timeout}s")
+    raise AssertionError(f"plan {plan_id}: none of {sorted(kinds)} within {timeout}s; "
+                         + describe_plan(settings, plan_id))
+
+
+def describe_plan(settings: Settings, plan_id: str) -> str:
+    """The plan as the log folds it: unfinished tasks with status, attempt and worker."""
+    from streams.client import replay
+
+    state = asyncio.run(replay(settings, plan_id)).get(plan_id)
+    if state is None:
+        return "the plan is not in the event log"
+    stuck = {t: (v["status"], v["attempt"], v["worker_id"]) for t, v in state.tasks.items()
+             if v["status"] != "done"}
+    kinds = [et for _, et, v in events(settings) if v.get("plan_id") == plan_id]
+    return f"status {state.header['status']}, unfinished {stuck}, events {len(kinds)}"
 
 
 def plan_events(settings: Settings, plan_id: str) -> list[tuple[Any, str, dict[str, Any]]]:
