@@ -49,6 +49,9 @@ class Scheduler:
                                               max_attempts=pipeline.settings.max_attempts)
         self.rng = random.Random()
         self.timers: list[tuple[int, str, str, int]] = []  # (due_ms, plan, task, attempt)
+        # Dispatched, no result yet: (plan, task) -> (worker it went to, since when).
+        self.outstanding: dict[tuple[str, str], tuple[str, float]] = {}
+        self.lease_s = 20.0
 
     # -- reading the log --------------------------------------------------------
     async def on_event(self, message: Any) -> None:
@@ -71,6 +74,8 @@ class Scheduler:
             self.dispatcher.task_finished(plan_id, record["task_id"])
         elif event_type == "TaskDispatched":
             self.dispatcher.confirmed(plan_id, record["task_id"])
+        if record.get("task_id"):
+            self.track(plan_id, record["task_id"], state.tasks.get(record["task_id"]))
         for command in commands:
             await self.run_command(state, command, record)
         await self.pump()
@@ -244,6 +249,32 @@ class Scheduler:
                 "path": task["spec"]["path"], "kind": task["kind"], "attempt": attempt,
                 "priority": float(task["spec"]["priority"]), "cache_key": "", "ready_at": now})
 
+    # -- leases -------------------------------------------------------------------
+    def track(self, plan_id: str, task_id: str, task: dict[str, Any] | None) -> None:
+        key = (plan_id, task_id)
+        if task is not None and task["status"] == F.DISPATCHED:
+            if key not in self.outstanding:
+                self.outstanding[key] = (task["worker_id"] or "", time.time())
+        else:
+            self.outstanding.pop(key, None)
+
+    async def reclaim_lost(self) -> None:
+        """Re-open dispatches whose worker is gone and that nobody runs (lease expired)."""
+        now = time.time()
+        for plan_id, task_id in self.dispatcher.lost(self.outstanding, now, self.lease_s):
+            task = self.p.tasks.get(f"{plan_id}/{task_id}")
+            worker, _ = self.outstanding[(plan_id, task_id)]
+            self.outstanding[(plan_id, task_id)] = (worker, now)  # once per lease
+            if not task or task["status"] != F.DISPATCHED:
+                continue
+            log.warning("task %s/%s: worker %s is gone and nobody runs it; dispatching again",
+                        plan_id, task_id, worker)
+            await self.p.emit.event("TaskReady", {
+                "event_id": new_id(), "plan_id": plan_id, "task_id": task_id,
+                "path": task["spec"]["path"], "kind": task["kind"], "attempt": task["attempt"],
+                "priority": float(task["spec"]["priority"]), "cache_key": "",
+                "ready_at": now_ms()})
+
     # -- recovery -----------------------------------------------------------------
     async def rebuild(self) -> None:
         """After table recovery: redo what a crash may have lost (release ready tasks, arm
@@ -256,6 +287,7 @@ class Scheduler:
             if not header or not task:
                 continue
             state = F.PlanState(dict(header), self.p.task_view(plan_id))
+            self.track(plan_id, task_id, task)
             for cmd in F.recovery_commands(header, task_id, task):
                 redone[cmd.kind] = redone.get(cmd.kind, 0) + 1
                 await self.run_command(state, cmd, cmd.data)
@@ -279,7 +311,7 @@ class Scheduler:
             return
         self.dispatcher.worker_seen(hb["worker_id"], capacity=hb["capacity"],
                                     partitions=list(hb["partitions"]), state=hb["state"],
-                                    now=time.time())
+                                    now=time.time(), running=list(hb["running"]))
         await self.pump()
 
 
@@ -305,6 +337,7 @@ def register_scheduler(pipeline: Pipeline) -> Scheduler:
     @app.timer(interval=1.0)
     async def housekeeping() -> None:
         sched.dispatcher.expire_workers(time.time())
+        await sched.reclaim_lost()
         await sched.guard.tick()
         await sched.pump()
         d = sched.dispatcher

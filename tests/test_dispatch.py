@@ -95,3 +95,12 @@ def test_refused_tasks_stay_queued_and_others_take_the_slot() -> None:
     assert d.backlog == 1
     d.task_finished("p", "local")
     assert [a.task.task_id for a in d.assign(0.0)] == ["llm"]
+
+
+def test_dispatches_lost_with_their_worker_are_found_after_the_lease() -> None:
+    d = Dispatcher()
+    d.worker_seen("alive", capacity=1, partitions=[0], state="busy", now=0.0,
+                  running=["p/moved"])
+    outstanding = {("p", "gone-worker"): ("dead", 0.0), ("p", "moved"): ("dead", 0.0),
+                   ("p", "busy"): ("alive", 0.0), ("p", "recent"): ("dead", 25.0)}
+    assert d.lost(outstanding, now=30.0, lease=20.0) == [("p", "gone-worker")]

@@ -187,3 +187,16 @@ def test_recovery_commands_redo_what_a_crash_may_have_lost() -> None:
                                    "cache_hits": 0, "failed": 0, "makespan_ms": 1,
                                    "completed_at": 3})
     assert not plan_unreported(state.header)
+
+
+def test_an_expired_lease_reopens_a_dispatched_task_once() -> None:
+    state = PlanState()
+    apply(state, "PlanAccepted", accepted(nx.DiGraph([("b", "a")])))
+    apply(state, "TaskDispatched", dispatched("a"))
+    ready = {"event_id": "l1", "plan_id": "p1", "task_id": "a", "path": "a.py", "kind": "dev",
+             "attempt": 1, "priority": 1.0, "cache_key": "", "ready_at": 9}
+    assert [c.kind for c in apply(state, "TaskReady", ready)] == ["release"]
+    assert state.tasks["a"]["status"] == "ready"
+    assert apply(state, "TaskReady", ready) == []  # duplicate
+    apply(state, "TaskCompleted", completed("a", 10))
+    assert apply(state, "TaskReady", ready) == []  # too late: done

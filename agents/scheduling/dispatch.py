@@ -25,6 +25,7 @@ class WorkerInfo:
     state: str
     last_seen: float
     assigned: set[tuple[str, str]] = field(default_factory=set)
+    running: set[str] = field(default_factory=set)  # "plan/task" as the worker reports
 
     @property
     def free(self) -> int:
@@ -96,7 +97,7 @@ class Dispatcher:
 
     # -- workers ----------------------------------------------------------------
     def worker_seen(self, worker_id: str, *, capacity: int, partitions: list[int], state: str,
-                    now: float) -> None:
+                    now: float, running: list[str] | None = None) -> None:
         info = self.workers.get(worker_id)
         if state == "stopped":
             if info is not None:
@@ -107,6 +108,7 @@ class Dispatcher:
                                                         state, now)
         info.capacity, info.partitions, info.state, info.last_seen = (
             capacity, sorted(partitions), state, now)
+        info.running = set(running or ())
 
     def expire_workers(self, now: float) -> list[str]:
         """Drop workers silent for longer than the timeout; their tasks stay in Kafka."""
@@ -122,6 +124,16 @@ class Dispatcher:
             self._owner.pop(key, None)
         self._busy_paths = {p: k for p, k in self._busy_paths.items() if k not in info.assigned}
         self.workers.pop(info.worker_id, None)
+
+    def lost(self, outstanding: dict[tuple[str, str], tuple[str, float]], now: float,
+             lease: float) -> list[tuple[str, str]]:
+        """Dispatched tasks older than `lease` whose worker is gone and that no live worker
+        reports running: their work item went with the worker (or never arrived)."""
+        running = set().union(*(w.running for w in self.workers.values())) if self.workers \
+            else set()
+        return [key for key, (worker_id, since) in outstanding.items()
+                if now - since > lease and worker_id not in self.workers
+                and f"{key[0]}/{key[1]}" not in running]
 
     def task_finished(self, plan_id: str, task_id: str) -> None:
         """A task completed or failed: free its worker slot and its path."""

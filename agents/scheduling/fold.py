@@ -167,9 +167,11 @@ def attempts_used(task: Task) -> int:
 
 
 def _ready(state: PlanState, ev: dict[str, Any]) -> list[Command]:
-    """A retry that came due (or a fix task): the task may be dispatched again."""
+    """A retry that came due, or a dispatch whose worker vanished with it (lease expired):
+    the task may be dispatched again, same attempt."""
     task = state.tasks.get(ev["task_id"])
-    if task is None or task["status"] != RETRY_WAIT or task["attempt"] != ev["attempt"]:
+    if task is None or task["status"] not in (RETRY_WAIT, DISPATCHED) \
+            or task["attempt"] != ev["attempt"]:
         return []
     task.update(status=READY, kind=ev["kind"])
     state.tasks[ev["task_id"]] = task
