@@ -57,6 +57,9 @@ class _Listener(ConsumerRebalanceListener):
         # the new owner redoes them (at-least-once; the fold ignores the second result).
         gone = set(revoked)
         w = self.worker
+        for tp, record in w.fetched:
+            if tp in gone:  # remember where to resume if the partition comes back to us
+                w.dropped[tp] = min(record.offset, w.dropped.get(tp, record.offset))
         w.fetched = deque((tp, r) for tp, r in w.fetched if tp not in gone)
         for tp in gone:  # not started here: the partition's next owner gets them
             started = {off for _, (t, off, _) in w.running.items() if t == tp}
@@ -68,6 +71,12 @@ class _Listener(ConsumerRebalanceListener):
         await w.commit()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        w = self.worker
+        for tp in assigned:
+            if tp in w.dropped and w.consumer is not None:
+                # Our fetch position moved past records we dropped unstarted: go back.
+                w.consumer.seek(tp, w.dropped[tp])
+        w.dropped.clear()
         self.worker.partitions = sorted(tp.partition for tp in assigned)
         log.info("worker %s owns partitions %s", self.worker.worker_id, self.worker.partitions)
         await self.worker.heartbeat()
@@ -88,6 +97,7 @@ class Worker:
         # Records fetched but not started (only after a rebalance or a race: the
         # dispatcher sends work to free slots). Uncommitted, so never lost.
         self.fetched: deque[tuple[TopicPartition, Any]] = deque()
+        self.dropped: dict[TopicPartition, int] = {}  # revoked before they started
         self.codec = Codec.from_settings(settings)
         self.partitions: list[int] = []
         self.running: dict[asyncio.Task[None], tuple[TopicPartition, int, str]] = {}
