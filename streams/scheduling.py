@@ -24,7 +24,7 @@ from devline.errors import DecodeError
 from streams import topics as T
 from streams.emit import dead_letter_headers, new_id, now_ms
 from streams.guarding import GuardEdge
-from streams.planning import dead_letter_message, guarded
+from streams.poison import dead_letter_message, guarded
 from streams.workspace import write_output
 
 if TYPE_CHECKING:
