@@ -36,6 +36,7 @@ class WorkItem:
     simulate: dict[str, Any] = field(default_factory=dict)
     context: tuple[DepContext, ...] = ()
     options: dict[str, str] = field(default_factory=dict)
+    project: str | None = None
 
 
 @dataclass(frozen=True)

@@ -99,8 +99,11 @@ def pick_to_drain(workers: Sequence[Child], count: int) -> list[Child]:
 
 
 def restart_pause(restarts: int) -> float:
-    """Seconds to wait before restarting a child that crashed `restarts` times in a row."""
-    return float(min(2 ** max(restarts - 1, 0), 30))
+    """Seconds to wait before restarting a child that crashed `restarts` times in a row:
+    the first crash at once (a killed processor's partitions wait for it), then doubling."""
+    if restarts <= 1:
+        return 0.0
+    return float(min(2 ** (restarts - 2), 30))
 
 
 # -- edges --------------------------------------------------------------------------------

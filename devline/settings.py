@@ -49,6 +49,14 @@ class Settings(BaseModel):
     replication: int = Field(1, ge=1, description="Replication factor for created topics")
     workspace: Path = Field(Path("devline-out"), description="Where finished files are written")
     data_dir: Path = Field(Path(".devline-data"), description="Local state of stream processors")
+    artifact_dir: Path | None = Field(
+        None, description="Content-addressed artifact store (default: <data_dir>/artifacts)")
+    instance_id: str | None = Field(
+        None, description="Static group membership id of a processor: a restart with the "
+        "same id takes its partitions back at once instead of after the session timeout")
+    executor_timeout: float = Field(
+        600.0, gt=0, description="Time limit in seconds for an executor run that has none "
+        "configured (demo, python)")
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest event accepted")
     max_attempts: int = Field(3, ge=1, description="Attempts before a task is dead-lettered")
     min_workers: int = Field(2, ge=0, description="Fewest worker processes")
@@ -132,6 +140,10 @@ class Settings(BaseModel):
                 where = f"{field} ({cls.env_name(field)}): " if field else ""
                 problems.append(where + err["msg"])
             raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
+
+    def artifacts(self) -> Path:
+        """Where the local artifact store keeps contents by hash."""
+        return self.artifact_dir or self.data_dir / "artifacts"
 
     def topic(self, name: str) -> str:
         """Full topic name for a catalogue name such as `devline.plans`."""

@@ -74,7 +74,7 @@ class Child:
 class Supervisor:
     def __init__(self, settings: Settings, workers: int | None = None, *,
                  worker_args: list[str] | None = None, processor: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 sink: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
         if workers is not None:  # a fixed-size pool
             settings = settings.updated(min_workers=workers, max_workers=workers)
         self.settings = settings
@@ -91,6 +91,8 @@ class Supervisor:
         self._next_index = 0
         self._tag = f"{socket.gethostname()}-{os.getpid()}"
         self._blind = True  # until the processor's first load reading arrives
+        self.wake = asyncio.Event()
+        self.with_sink = sink
 
     @property
     def workers(self) -> list[Child]:
@@ -105,15 +107,31 @@ class Supervisor:
         base = [sys.executable, "-m", "devline"]
         if child.role == "processor":
             return [*base, "processor"]
+        if child.role == "sink":
+            return [*base, "sink"]
         # Host and supervisor pid keep ids unique when several supervisors share a group.
         return [*base, "worker", "--worker-id", f"{self._tag}-w{child.index}",
                 *self.worker_args]
 
+    def env_for(self, child: Child) -> dict[str, str]:
+        if child.role != "processor" or self.settings.instance_id:
+            return self._env
+        # Static membership: a restarted processor is the same group member and takes its
+        # partitions back at once, instead of after the dead one's session times out.
+        return {**self._env, Settings.env_name("instance_id"):
+                f"{socket.gethostname()}-processor-{child.index}"}
+
     async def spawn(self, child: Child) -> None:
-        child.proc = await asyncio.create_subprocess_exec(*self.argv(child), env=self._env)
+        child.proc = await asyncio.create_subprocess_exec(*self.argv(child),
+                                                          env=self.env_for(child))
         child.started = self.clock()
         child.restart_at = None
         log.info("started %s-%d (pid %d)", child.role, child.index, child.proc.pid)
+        asyncio.get_running_loop().create_task(self._watch(child.proc))
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        await proc.wait()
+        self.wake.set()  # reap and restart now, not at the next tick
 
     async def add_worker(self) -> Child:
         child = Child("worker", self._next_index)
@@ -153,6 +171,10 @@ class Supervisor:
                 proc = Child("processor", 0)
                 self.children.append(proc)
                 await self.spawn(proc)
+            if self.with_sink:
+                sink = Child("sink", 0)
+                self.children.append(sink)
+                await self.spawn(sink)
             for _ in range(cfg.min_replicas):
                 await self.add_worker()
             while not self.stopping.is_set():
@@ -161,8 +183,11 @@ class Supervisor:
                 decision = await self.scale()
                 await link.publish(decision.current, decision.desired,
                                    len(self.workers) - len(self.active))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), TICK_S)
+                waits = [asyncio.ensure_future(e.wait()) for e in (self.stopping, self.wake)]
+                await asyncio.wait(waits, timeout=TICK_S, return_when=asyncio.FIRST_COMPLETED)
+                for w in waits:
+                    w.cancel()
+                self.wake.clear()
             await self.shutdown()
             await link.publish(0, 0, 0)
         finally:
@@ -177,7 +202,7 @@ class Supervisor:
                 self.drain(child)
         await asyncio.gather(*(self.wait_or_kill(c) for c in self.workers))
         for child in self.children:
-            if child.role == "processor" and child.running:
+            if child.role in ("processor", "sink") and child.running:
                 assert child.proc is not None
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.send_signal(signal.SIGTERM)

@@ -130,6 +130,7 @@ class Codec:
         self._types = {name: _EventType.build(c) for name, c in load_schemas(schema_dir).items()}
         self._by_fullname = {t.full_name: t for t in self._types.values()}
         self._by_fingerprint = {t.fingerprint: t.same_writer() for t in self._types.values()}
+        self._by_fingerprint.update(self._history(schema_dir / "history"))
         self._registry = registry_client
         if self._registry is None and registry_url:
             from confluent_kafka.schema_registry import SchemaRegistryClient
@@ -228,6 +229,24 @@ class Codec:
         return writer.event_type, self._read(writer, data, offset)
 
     # -- internals --------------------------------------------------------------------
+
+    def _history(self, directory: Path) -> dict[bytes, _Writer]:
+        """Earlier versions of our schemas (`history/<name>.vN.avsc`), so single-object
+        records written before a field was added still decode, resolved to the current
+        schema (new fields take their defaults)."""
+        found: dict[bytes, _Writer] = {}
+        for path in sorted(directory.glob("*.avsc")):
+            old = json.loads(path.read_text(encoding="utf-8"))
+            kind = self._types.get(old.get("name"))
+            if kind is None:
+                raise SchemaError(f"{path}: {old.get('name')!r} is not a current event type")
+            writer = _parse(plain_schema(old))
+            canonical = to_parsing_canonical_form(writer)
+            if canonical == kind.canonical:
+                continue
+            fingerprint = bytes.fromhex(crc64_fingerprint(canonical, "CRC-64-AVRO"))
+            found[fingerprint] = _Writer(kind.name, writer, kind.plain, compile_guard(writer))
+        return found
 
     def _type(self, event_type: str) -> _EventType:
         try:

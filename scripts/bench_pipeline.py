@@ -42,7 +42,7 @@ from typing import Any
 import networkx as nx
 from bench_schedule import Row, percentile, print_table, simulate_suite
 
-from agents.planner import plan_record
+from agents.planning import plan_record
 from agents.scheduling.dags import layered_dag, lognormal_costs
 from agents.scheduling.priority import bottom_levels
 from agents.scheduling.simulate import CRITICAL_PATH_FIRST, POLICIES, lower_bound, simulate

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 
-from agents.planner import plan_record  # noqa: E402
+from agents.planning import plan_record  # noqa: E402
 from devline.errors import DecodeError  # noqa: E402
 from devline.settings import Settings  # noqa: E402
 from devline.supervisor import child_env  # noqa: E402

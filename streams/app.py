@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -11,36 +10,11 @@ import faust
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+from streams.artifacts import LocalArtifactStore
+from streams.edge.ports import Ports
 from streams.emit import Emitter
 
 log = logging.getLogger("devline.streams")
-
-
-class TaskView(MutableMapping[str, dict[str, Any]]):
-    """One plan's tasks inside the `tasks` table (keys `plan_id/task_id`)."""
-
-    def __init__(self, table: Any, plan_id: str) -> None:
-        self._table = table
-        self._prefix = f"{plan_id}/"
-
-    def __getitem__(self, task_id: str) -> dict[str, Any]:
-        value = self._table.get(self._prefix + task_id)
-        if value is None:
-            raise KeyError(task_id)
-        return dict(value)
-
-    def __setitem__(self, task_id: str, value: dict[str, Any]) -> None:
-        self._table[self._prefix + task_id] = value
-
-    def __delitem__(self, task_id: str) -> None:
-        del self._table[self._prefix + task_id]
-
-    def __iter__(self) -> Iterator[str]:
-        n = len(self._prefix)
-        return (k[n:] for k in list(self._table.keys()) if k.startswith(self._prefix))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 def broker_url(settings: Settings) -> str:
@@ -89,6 +63,11 @@ class Pipeline:
             # A crashed processor's partitions move to its replacement after this long.
             broker_session_timeout=10.0,
             broker_heartbeat_interval=2.0,
+            # Static membership: a restarted processor with the same id takes its partitions
+            # back at once (no wait for the session timeout, no rebalance of the others).
+            consumer_group_instance_id=settings.instance_id,
+            # Faust's producer keeps aiokafka's 1 MB default unless told.
+            producer_max_request_size=settings.max_message_bytes,
         )
         raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw",
                                    value_serializer="raw")
@@ -100,18 +79,19 @@ class Pipeline:
         self.plans = self.app.Table("plans", **table)
         self.tasks = self.app.Table("tasks", **table)
         self.cache = self.app.Table("cache", **table)
-        self.artifacts = self.app.Table("artifacts", **table)
         # Breakers are global, not per plan: key-hash partitioning keeps one home per key.
         self.breakers = self.app.Table("breakers", use_partitioner=True, **table)
+        # The planner's memory of plan ids it decided on (idempotent planning).
+        self.submissions = self.app.Table("submissions", **table)
         self.emit = Emitter(settings, self.codec, self._send)
+        self.store = LocalArtifactStore(settings.artifacts())
+        tables: Any = (self.plans, self.tasks, self.cache, self.breakers)  # Table protocol
+        self.ports = Ports(settings, self.codec, self.emit, self.store, *tables)
 
     async def _send(self, topic: str, *, key: bytes | None, value: bytes | None,
                     partition: int | None, headers: list[tuple[str, bytes]]) -> Any:
         """Queue a record; returns the delivery future (await it to know the broker has it)."""
         return await self.app.producer.send(topic, key, value, partition, None, headers)
-
-    def task_view(self, plan_id: str) -> TaskView:
-        return TaskView(self.tasks, plan_id)
 
 
 def build(settings: Settings) -> Pipeline:
@@ -120,6 +100,6 @@ def build(settings: Settings) -> Pipeline:
     from streams.scheduling import register_scheduler
 
     pipeline = Pipeline(settings)
-    register_planner(pipeline)
     register_scheduler(pipeline)
+    register_planner(pipeline)  # dead-letters through the processor's edge
     return pipeline

@@ -154,7 +154,7 @@ async def replay(settings: Settings, plan_id: str | None = None, *, codec: Codec
             pid = value.get("plan_id")
             if not pid:
                 continue
-            F.apply(states.setdefault(pid, F.PlanState()), event_type, value)
+            F.apply(states.setdefault(pid, F.PlanState()), event_type, value, record.offset)
     return {pid: st for pid, st in states.items() if st.header}
 
 

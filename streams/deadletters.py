@@ -1,8 +1,10 @@
 """Dead letters: read devline.dlq, decide what a redrive means for each letter, do it.
 
 A dead task's letter (headers `plan-id`/`task-id`, value = its last TaskFailed) is redriven
-with a `TaskRetryScheduled` whose reason starts with "redrive": the fold revives the task with
-a fresh attempt budget and the scheduler dispatches it again. A poison record (bytes that did
+by a `TaskRedriveRequested`: the stream processor checks it against the plan's state and, if
+the task is still dead at that attempt, decides a `TaskRetryScheduled` whose reason starts
+with "redrive"; the fold revives the task with a fresh attempt budget and a clean
+no-progress history. A poison record (bytes that did
 not decode where they were read) is put back on its source topic as it was.
 
 Each letter is redriven at most once. Task redrives are found again in devline.events by
@@ -144,11 +146,23 @@ def decide(letter: Letter, marks: dict[int, str], states: dict[str, F.PlanState]
     if letter.attempt is not None and letter.attempt != task["attempt"]:
         return Decision(letter, "skip", f"stale letter (attempt {letter.attempt}): task "
                         f"{task_id} died again at attempt {task['attempt']}; redrive that letter")
+    # A request: the stream processor checks it against the plan's state and decides.
     event = {"event_id": new_id(), "plan_id": plan_id, "task_id": task_id,
-             "path": task["spec"]["path"], "attempt": int(task["attempt"]) + 1, "delay_ms": 0,
-             "due_at": now, "reason": redrive_reason(letter.offset)}
+             "attempt": int(task["attempt"]), "dlq_partition": letter.partition,
+             "dlq_offset": letter.offset, "requested_by": requester(), "at": now}
     return Decision(letter, "task", f"revive task {plan_id}/{task_id} as attempt "
-                    f"{event['attempt']}", event)
+                    f"{int(task['attempt']) + 1}", event)
+
+
+def requester() -> str:
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no user name in a container: the host still says who
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def decide_all(letters: Iterable[Letter], marks: dict[int, str],
@@ -158,8 +172,11 @@ def decide_all(letters: Iterable[Letter], marks: dict[int, str],
     decisions = []
     for letter in letters:
         d = decide(letter, marks, states, now)
-        if d.action == "task":
-            F.apply(states[d.event["plan_id"]], "TaskRetryScheduled", d.event)
+        if d.action == "task":  # as the processor will decide it, so the batch sees it
+            F.apply(states[d.event["plan_id"]], "TaskRetryScheduled", {
+                "event_id": d.event["event_id"], "plan_id": d.event["plan_id"],
+                "task_id": d.event["task_id"], "path": "", "delay_ms": 0, "due_at": now,
+                "attempt": d.event["attempt"] + 1, "reason": redrive_reason(letter.offset)})
         if d.action != "skip":
             marks[letter.offset] = "in this run"
         decisions.append(d)
@@ -191,12 +208,18 @@ async def redrive_marks(settings: Settings, codec: Codec) -> dict[int, str]:
                 continue
         return found
 
-    retries, decisions = await asyncio.gather(scan(T.EVENTS, "TaskRetryScheduled"),
-                                              scan(T.OPS, "OpsDecision"))
+    retries, requests, decisions = await asyncio.gather(
+        scan(T.EVENTS, "TaskRetryScheduled"), scan(T.EVENTS, "TaskRedriveRequested"),
+        scan(T.OPS, "OpsDecision"))
     for ev in retries:
         if m := _MARK.match(ev["reason"]):
             marks.setdefault(int(m.group(1)),
                              f"revived task {ev['task_id']} as attempt {ev['attempt']}")
+    for ev in requests:
+        if ev.get("dlq_offset") is not None:
+            marks.setdefault(int(ev["dlq_offset"]),
+                             f"redrive of task {ev['task_id']} requested by "
+                             f"{ev['requested_by'] or 'someone'}")
     for d in decisions:
         params = d.get("params") or {}
         if d["action"] == "redrive" and params.get("dlq_offset", "").isdigit():
@@ -221,8 +244,9 @@ async def _republish(settings: Settings, letter: Letter) -> tuple[int, int]:
 async def execute(settings: Settings, d: Decision) -> str:
     """Carry out one decision; return what was done."""
     if d.action == "task":
-        await produce(settings, T.EVENTS, "TaskRetryScheduled", d.event, key=d.event["plan_id"])
-        return d.detail.replace("revive", "revived", 1)
+        await produce(settings, T.EVENTS, "TaskRedriveRequested", d.event,
+                      key=d.event["plan_id"])
+        return d.detail.replace("revive", "asked the processor to revive", 1)
     part, off = await _republish(settings, d.letter)
     topic = str(d.letter.source[0])
     await produce(settings, T.OPS, "OpsDecision", {

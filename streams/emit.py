@@ -69,11 +69,12 @@ class Emitter:
                                 partition=partition, headers=headers_for(event_type, record))
 
     async def dead_letter(self, value: bytes | None, key: bytes | None,
-                          headers: list[tuple[str, bytes]]) -> None:
-        await self._send(self.settings.topic(T.DLQ), key=key, value=value, partition=None,
-                         headers=headers)
+                          headers: list[tuple[str, bytes]]) -> Any:
+        """Queue a dead letter; returns its delivery future (if any)."""
+        return await self._send(self.settings.topic(T.DLQ), key=key, value=value,
+                                partition=None, headers=headers)
 
-    async def metric(self, source: str, name: str, value: float, **labels: str) -> None:
-        await self.event("MetricPoint", {"source": source, "name": name, "value": float(value),
-                                         "labels": labels, "at": now_ms()},
-                         topic=T.METRICS, key=source)
+    async def metric(self, source: str, name: str, value: float, **labels: str) -> Any:
+        return await self.event("MetricPoint", {"source": source, "name": name,
+                                                "value": float(value), "labels": labels,
+                                                "at": now_ms()}, topic=T.METRICS, key=source)

@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from agents.resilience.breaker import BreakerConfig
 from agents.scheduling.dispatch import ReadyTask
 from agents.scheduling.guards import Budget, Guards
+from agents.scheduling.model import decision_id
 from streams import topics as T
-from streams.emit import new_id, now_ms
+from streams.emit import new_id
 
 if TYPE_CHECKING:
     from agents.scheduling.fold import PlanState
-    from streams.app import Pipeline
+    from streams.edge.ports import Ports
 
 log = logging.getLogger("devline.guards")
 STATE_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 
 
 class GuardEdge:
-    def __init__(self, pipeline: Pipeline) -> None:
-        s = pipeline.settings
-        self.p = pipeline
+    def __init__(self, ports: Ports) -> None:
+        s = ports.settings
+        self.p = ports
         self.guards = Guards(BreakerConfig(minimum_calls=s.breaker_min_calls,
                                            window_size=s.breaker_window,
                                            open_duration=s.breaker_open_s))
@@ -34,7 +34,7 @@ class GuardEdge:
         budget = Budget.from_options(header.get("options") or {})
         if budget.exhausted_by(int(header.get("tokens") or 0), float(header.get("cost") or 0)):
             return False
-        return self.guards.admit((task.plan_id, task.task_id), task.executor, time.time())
+        return self.guards.admit((task.plan_id, task.task_id), task.executor, self.p.clock())
 
     async def on_result(self, event_type: str, record: dict[str, Any]) -> None:
         """Feed a fresh completion or failure to the executor's breaker and limiter."""
@@ -44,7 +44,7 @@ class GuardEdge:
         rate_limited = failed and record.get("error_type") == "rate_limited"
         _, change = self.guards.on_result(
             (record["plan_id"], record["task_id"]), record["executor"], failed=failed,
-            rate_limited=rate_limited, retry_after=record.get("retry_after_s"), now=time.time())
+            rate_limited=rate_limited, retry_after=record.get("retry_after_s"), now=self.p.clock())
         if change is not None:
             log.info("executor %s concurrency %d -> %d (%s)", record["executor"], change.old,
                      change.new, change.reason)
@@ -65,7 +65,7 @@ class GuardEdge:
                                      executor=t.breaker)
 
     async def tick(self) -> None:
-        self.guards.tick(time.time())
+        self.guards.tick(self.p.clock())
         await self.publish()
 
     def restore(self) -> None:
@@ -83,6 +83,7 @@ class GuardEdge:
         self.escalated.add(h["plan_id"])
         log.warning("plan %s: %s; dispatch stopped, escalating", h["plan_id"], why)
         await self.p.emit.event("Escalation", {
-            "event_id": new_id(), "plan_id": h["plan_id"], "task_id": None, "kind": "budget",
-            "reason": why, "attempts": 0, "errors": [], "last_output": None, "at": now_ms()},
+            "event_id": decision_id(h["plan_id"], "budget"), "plan_id": h["plan_id"],
+            "task_id": None, "kind": "budget", "reason": why, "attempts": 0, "errors": [],
+            "last_output": None, "at": self.p.now_ms()},
             topic=T.ESCALATIONS)

@@ -1,14 +1,24 @@
-"""Planner agent: PlanSubmitted → PlanAccepted (graph, priorities) or PlanRejected."""
+"""Planner agent: PlanSubmitted → PlanAccepted (graph, priorities) or PlanRejected.
+
+Idempotent per plan id: the `submissions` table remembers the digest of the plan each id
+was accepted for. The same plan again is a no-op; other content under an accepted id is
+rejected with the reason; a rejected id may be used again. Each decision is written down
+before it is sent and marked sent after, so a crash in between re-sends the same decision
+and an offset reset (old submissions read again) decides nothing twice.
+"""
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from agents import planner
+from agents.executors.config import Executors
+from agents.planning import accept, reject, submission_digest
 from devline.errors import DecodeError, PlanError, SchemaError
 from streams import topics as T
-from streams.poison import dead_letter_message, guarded
+from streams.edge.persist import Unexpected, persist
+from streams.edge.ports import RawRecord
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -16,33 +26,77 @@ if TYPE_CHECKING:
 log = logging.getLogger("devline.planner")
 
 
-def register_planner(pipeline: Pipeline) -> None:
-    async def handle(message: Any) -> None:
+class Planner:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.p = pipeline
+        self.executors = Executors.from_file(pipeline.settings.executor_config).available()
+        self.submissions: Any = pipeline.submissions
+
+    async def on_record(self, rec: RawRecord) -> None:
+        proc = self.p.processor  # type: ignore[attr-defined]
         try:
-            event_type, record = pipeline.codec.decode(message.value or b"")
+            event_type, record = self.p.codec.decode(rec.value or b"")
         except DecodeError as exc:
-            await dead_letter_message(pipeline, message, f"undecodable: {exc}")
+            await proc.reject(rec, f"undecodable: {exc}")
             return
         if event_type != "PlanSubmitted":
-            await dead_letter_message(pipeline, message,
-                                      f"unexpected event type {event_type} on {T.PLANS}")
+            await proc.reject(rec, f"unexpected event type {event_type} on {T.PLANS}")
             return
         try:
-            accepted = planner.accept(record)
+            await persist(partial(self.decide, record, rec.offset),
+                          what=f"planning {record.get('plan_id')}", log=log)
+        except Unexpected as exc:  # a bug, not the plan's fault: keep it, go on
+            await proc.reject(rec, f"planning failed (a devline bug, please report it): {exc}")
+
+    async def decide(self, record: dict[str, Any], offset: int) -> None:
+        plan_id = str(record["plan_id"])
+        digest = submission_digest(record)
+        seen = self.submissions.get(plan_id)
+        if seen and seen["digest"] != digest and seen.get("verdict") == "PlanAccepted":
+            await self._send("PlanRejected", reject(record, PlanError(
+                f"plan id {plan_id!r} was already accepted for other content (digest "
+                f"{seen['digest'][:12]}, this one {digest[:12]}); submit it under a new id",
+                field="plan_id")))
+            return
+        if seen and seen["digest"] == digest and seen.get("sent"):
+            log.info("plan %s submitted again with the same content: nothing to do", plan_id)
+            return
+        if not seen or seen["digest"] != digest:
+            seen = {"digest": digest, "offset": offset, "at": self.p.ports.now_ms(),
+                    "sent": False, "verdict": None}
+        event_type, decision = self._verdict(record, int(seen["at"]))
+        seen = {**seen, "verdict": event_type}
+        self.submissions[plan_id] = seen
+        await self._send(event_type, decision)
+        self.submissions[plan_id] = {**seen, "sent": True}
+
+    def _verdict(self, record: dict[str, Any], at: int) -> tuple[str, dict[str, Any]]:
+        try:
+            accepted = accept(record, self.executors, accepted_at=at)
         except PlanError as exc:
-            rejected = planner.reject(record, exc)
-            log.info("plan %s rejected: %s", rejected["plan_id"], exc)
-            await pipeline.emit.event("PlanRejected", rejected)
-            return
+            log.info("plan %s rejected: %s", record.get("plan_id"), exc)
+            return "PlanRejected", reject(record, exc)
         try:
-            await pipeline.emit.event("PlanAccepted", accepted)
+            self.p.codec.encode("PlanAccepted", accepted)
         except SchemaError as exc:
-            await dead_letter_message(pipeline, message, f"plan cannot be encoded: {exc}")
-            return
-        log.info("plan %s accepted: %d tasks, critical path %d long",
-                 accepted["plan_id"], len(accepted["tasks"]), len(accepted["critical_path"]))
+            return "PlanRejected", reject(record, PlanError(
+                f"plan too large to accept: {exc}", field="files"))
+        log.info("plan %s accepted: %d tasks, critical path %d long", accepted["plan_id"],
+                 len(accepted["tasks"]), len(accepted["critical_path"]))
+        return "PlanAccepted", accepted
+
+    async def _send(self, event_type: str, record: dict[str, Any]) -> None:
+        delivery = await self.p.emit.event(event_type, record)
+        if delivery is not None:
+            await delivery
+
+
+def register_planner(pipeline: Pipeline) -> Planner:
+    planner = Planner(pipeline)
 
     @pipeline.app.agent(pipeline.plans_topic, name="planner")
     async def plan_agent(stream: Any) -> None:
         async for event in stream.events():
-            await guarded(pipeline, event.message, handle)
+            await planner.on_record(RawRecord.of(event.message))
+
+    return planner

@@ -46,7 +46,7 @@ METRICS = "devline.metrics"
 OPS = "devline.ops"
 WORKERS = "devline.workers"
 
-TABLES = ("plans", "tasks", "cache", "artifacts", "breakers")
+TABLES = ("plans", "tasks", "cache", "breakers", "submissions")
 
 
 def changelog(table: str) -> str:

@@ -17,7 +17,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,13 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.emit import dead_letter_headers, headers_for, new_id, now_ms
+from streams.staleness import StalenessProbe
 
 log = logging.getLogger("devline.worker")
+
+METADATA_AGE_MS = 5000   # see new topics and partitions within seconds, not aiokafka's 5 min
+SEEN_REMEMBERED = 50_000  # dispatch ids this worker took (a resent copy is dropped)
+FRESH_MS = 5000          # an item for us younger than this needs no check against the log
 
 
 def work_item(record: dict[str, Any]) -> WorkItem:
@@ -43,7 +48,7 @@ def work_item(record: dict[str, Any]) -> WorkItem:
         dispatch_id=record["dispatch_id"], simulate=dict(record.get("simulate") or {}),
         context=tuple(DepContext(c["path"], c["content_hash"], c.get("content"),
                                  c.get("interface")) for c in record.get("context") or []),
-        options=dict(record.get("options") or {}),
+        options=dict(record.get("options") or {}), project=record.get("project"),
     )
 
 
@@ -89,7 +94,10 @@ class Worker:
                  slots: int | None = None, heartbeat_s: float = 1.0,
                  grace_s: float = 30.0) -> None:
         self.settings = settings
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}"
+        # One id per process: a restarted worker is a new incarnation, so items sent to the
+        # old one are recognised as someone else's (and checked before they run).
+        self.worker_id = (f"{worker_id}.{os.getpid()}" if worker_id else
+                          f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}")
         self.slots = slots or settings.worker_slots
         self.heartbeat_s = heartbeat_s
         self.grace_s = grace_s
@@ -109,6 +117,9 @@ class Worker:
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.completed = 0
+        self.skipped = 0
+        self.seen: OrderedDict[str, None] = OrderedDict()  # dispatch ids taken (duplicates)
+        self.probe = StalenessProbe(settings, self.codec, self.worker_id)
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -116,15 +127,18 @@ class Worker:
         self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=0, acks="all",
                                          enable_idempotence=True,
                                          max_request_size=s.max_message_bytes,
+                                         metadata_max_age_ms=METADATA_AGE_MS,
                                          **s.kafka_common())
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap, group_id=s.group("devline-workers"),
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_interval_ms=3_600_000, session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000, fetch_max_wait_ms=100,
+            metadata_max_age_ms=METADATA_AGE_MS,
             max_partition_fetch_bytes=s.max_message_bytes, **s.kafka_common())
         await self.producer.start()
         await self.consumer.start()
+        await self._wait_for_topic(s.topic(T.WORK_DEV))
         self.consumer.subscribe([s.topic(T.WORK_DEV)], listener=_Listener(self))
         beat = asyncio.create_task(self._beat_loop())
         try:
@@ -135,9 +149,27 @@ class Worker:
             self.state = "stopped"
             with contextlib.suppress(Exception):
                 await self.heartbeat()
+            await self.probe.stop()
             await self.consumer.stop()
             await self.producer.stop()
-            log.info("worker %s stopped after %d tasks", self.worker_id, self.completed)
+            log.info("worker %s stopped after %d tasks (%d stale or duplicate items skipped)",
+                     self.worker_id, self.completed, self.skipped)
+
+    async def _wait_for_topic(self, topic: str) -> None:
+        """Join only once the broker knows the work topic: a consumer that subscribes
+        before would own no partitions until its next metadata refresh."""
+        assert self.consumer is not None
+        waited = 0.0
+        while not self.consumer.partitions_for_topic(topic):
+            with contextlib.suppress(Exception):
+                await self.consumer._client.force_metadata_update()
+            if self.consumer.partitions_for_topic(topic) or self.stopping.is_set():
+                break
+            if waited in (5.0, 30.0):
+                log.warning("worker %s: topic %s not known to the broker yet; waiting",
+                            self.worker_id, topic)
+            await asyncio.sleep(0.5)
+            waited += 0.5
 
     def stop(self) -> None:
         """Stop taking work; in-flight tasks finish (or are handed back after the grace)."""
@@ -254,6 +286,15 @@ class Worker:
                                             partition=tp.partition, offset=record.offset))
             return
         item = work_item(raw)
+        why = await self._stale(raw)
+        if why is not None:
+            self.skipped += 1
+            log.info("task %s/%s: skipping work item %s (%s)", item.plan_id, item.task_id,
+                     item.dispatch_id, why)
+            return  # committed like a finished item: it is someone else's, or done
+        self.seen[item.dispatch_id] = None
+        while len(self.seen) > SEEN_REMEMBERED:
+            self.seen.popitem(last=False)
         task = asyncio.current_task()
         if task in self.running:
             self.running[task] = (tp, record.offset, f"{item.plan_id}/{item.task_id}")
@@ -268,9 +309,41 @@ class Worker:
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)
 
+    async def _stale(self, raw: dict[str, Any]) -> str | None:
+        """Why this item must not run here (a duplicate, superseded, done or running
+        elsewhere), or None. Only items that may be stale are checked against the log."""
+        if raw["dispatch_id"] in self.seen:
+            return "a duplicate of an item this worker already took"
+        ours = raw.get("worker_id") == self.worker_id
+        fresh = now_ms() - int(raw.get("dispatched_at") or 0) < FRESH_MS
+        if ours and fresh:
+            return None
+        pause = 0.2
+        while True:
+            try:
+                return await self.probe.reason(raw)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker is away: nothing can be reported anyway
+                log.warning("cannot check work item %s against the log (%s); retrying",
+                            raw["dispatch_id"], exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _time_limit(self, executor: str) -> float:
+        """Every executor run has a limit: its own `timeout_s` (plus a grace to let it stop
+        its child), else the worker's default."""
+        own = (self.executors.configs.get(executor) or {}).get("timeout_s")
+        return float(own) + 15.0 if own else self.settings.executor_timeout
+
     async def _execute(self, item: WorkItem, sandbox: Path) -> ExecutionResult:
+        limit = self._time_limit(item.executor)
         try:
-            return await self.executors.get(item.executor).run(item, sandbox)
+            async with asyncio.timeout(limit):
+                return await self.executors.get(item.executor).run(item, sandbox)
+        except TimeoutError as exc:
+            raise ExecutorError(f"{item.executor} executor ran over its time limit of "
+                                f"{limit:g}s", retryable=True, error_type="timeout") from exc
         except ExecutorError:
             raise
         except asyncio.CancelledError:
@@ -282,10 +355,24 @@ class Worker:
                                 error_type="crash") from exc
 
     async def _send_event(self, event_type: str, record: dict[str, Any]) -> None:
+        """Report a result until the broker has it: an executor run (minutes, tokens) is
+        never thrown away for a broker hiccup. The event id stays the same across tries."""
         assert self.producer is not None
-        await self.producer.send_and_wait(
-            self.settings.topic(T.EVENTS), key=record["plan_id"].encode(),
-            value=self.codec.encode(event_type, record), headers=headers_for(event_type, record))
+        value = self.codec.encode(event_type, record)
+        pause = 0.2
+        while True:
+            try:
+                await self.producer.send_and_wait(
+                    self.settings.topic(T.EVENTS), key=record["plan_id"].encode(), value=value,
+                    headers=headers_for(event_type, record))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reporting %s of %s/%s failed (%s); retrying in %.1fs", event_type,
+                            record["plan_id"], record["task_id"], exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
 
     async def _completed(self, item: WorkItem, started: int, result: ExecutionResult) -> None:
         data = result.content.encode("utf-8")
@@ -296,7 +383,7 @@ class Worker:
             "cache_key": item.cache_key, "content": result.content,
             "content_hash": hashlib.sha256(data).hexdigest(), "size": len(data),
             "cached": False, "started_at": started, "finished_at": now_ms(),
-            "tokens": result.tokens, "cost": result.cost})
+            "tokens": result.tokens, "cost": result.cost, "project": item.project})
         self.completed += 1
 
     async def _failed(self, item: WorkItem, started: int, exc: ExecutorError) -> None:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agents.planner import plan_record
+from agents.planning import plan_record
 from devline.launch import running
 from devline.settings import Settings
 from schemas.codec import Codec

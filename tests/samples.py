@@ -177,6 +177,16 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "TaskDeadLettered": lambda: _common(
         attempts=3, reason="out of attempts", fingerprint="f00d", at=NOW_MS + 9000
     ),
+    "TaskRedriveRequested": lambda: {
+        "event_id": "rr-1",
+        "plan_id": PLAN,
+        "task_id": "t1",
+        "attempt": 3,
+        "dlq_partition": 0,
+        "dlq_offset": 17,
+        "requested_by": "ana@box-1",
+        "at": NOW_MS + 10_000,
+    },
     "QAResult": lambda: _common(
         passed=False,
         checks=[

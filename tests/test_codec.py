@@ -283,3 +283,23 @@ def test_recursive_writer_schemas_are_walked_and_depth_is_bounded() -> None:
     guard(out.getvalue(), 0)
     with pytest.raises(Malformed, match="nesting too deep"):
         guard((zz(0) + zz(1)) * 100_000 + zz(0) + zz(0), 0)
+
+
+def test_records_written_with_an_earlier_schema_version_still_decode(plain: Codec) -> None:
+    """Single-object records carry their writer's fingerprint: old versions (kept in
+    schemas/history) are read and resolved to today's schema, new fields defaulted."""
+    from schemas import SCHEMA_DIR
+    from schemas.codec import plain_schema
+
+    old = json.loads((SCHEMA_DIR / "history" / "task_completed.v1.avsc").read_text())
+    parsed = fastavro.parse_schema(plain_schema(old))
+    record = sample_event("TaskCompleted")
+    record.pop("project", None)
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, parsed, record)
+    fp = bytes.fromhex(fastavro.schema.fingerprint(
+        fastavro.schema.to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+    assert fp != plain.fingerprint("TaskCompleted")
+    event_type, value = plain.decode(b"\xc3\x01" + fp + out.getvalue())
+    assert event_type == "TaskCompleted" and value["project"] is None
+    assert value["content_hash"] == record["content_hash"]

@@ -41,12 +41,14 @@ def plan_with(status: str, attempt: int = 3) -> dict[str, F.PlanState]:
     return {"p1": F.PlanState(header, {"a.py": task})}
 
 
-def test_a_dead_task_gets_the_next_attempt_with_a_redrive_reason() -> None:
+def test_a_dead_task_gets_a_redrive_request_naming_its_letter() -> None:
     d = decide(task_letter(5), {}, plan_with(F.DEAD), now=42)
-    assert d.action == "task"
-    assert d.event["attempt"] == 4 and d.event["due_at"] == 42 and d.event["delay_ms"] == 0
-    assert d.event["reason"] == redrive_reason(5) == "redrive: from DLQ offset 5 by devline dlq"
-    assert d.event["reason"].startswith(F.REDRIVE)
+    assert d.action == "task" and "as attempt 4" in d.detail
+    # A request, not the decision: the processor checks it against the plan's state.
+    assert d.event["attempt"] == 3 and d.event["dlq_offset"] == 5 and d.event["at"] == 42
+    assert "@" in d.event["requested_by"]
+    assert redrive_reason(5) == "redrive: from DLQ offset 5 by devline dlq"
+    assert redrive_reason(5).startswith(F.REDRIVE)
 
 
 def test_redrives_are_skipped_when_done_not_dead_stale_or_unknown() -> None:
@@ -135,8 +137,8 @@ def test_redrive_from_the_cli_revives_a_dead_task_and_republishes_poison(
 
         first = dlq(settings, "redrive", *offsets)
         assert first.returncode == 0, first.stderr
-        assert f"offset {offsets[0]}: redriven - revived task {plan_id}/flaky.py as attempt 4" \
-            in first.stdout
+        assert (f"offset {offsets[0]}: redriven - asked the processor to revive task "
+                f"{plan_id}/flaky.py as attempt 4") in first.stdout
         assert f"offset {offsets[1]}: redriven - republished to" in first.stdout
 
         _, completed = wait_for(settings, plan_id, {"PlanCompleted"}, timeout=30)
@@ -163,8 +165,10 @@ def test_redrive_from_the_cli_revives_a_dead_task_and_republishes_poison(
     flaky = [(et, v) for _, et, v in evs if v.get("task_id") == "flaky.py"]
     redrives = [v for et, v in flaky
                 if et == "TaskRetryScheduled" and v["reason"].startswith(F.REDRIVE)]
-    assert [v["reason"] for v in redrives] == [redrive_reason(task_row["offset"])]
-    assert redrives[0]["attempt"] == 4
+    assert len(redrives) == 1 and redrives[0]["attempt"] == 4
+    assert redrives[0]["reason"].startswith(f"redrive: from DLQ offset {task_row['offset']} by ")
+    requests = [v for et, v in flaky if et == "TaskRedriveRequested"]
+    assert len(requests) == 1 and requests[0]["dlq_offset"] == task_row["offset"]
     assert [v["attempt"] for et, v in flaky if et == "TaskDispatched"] == [1, 2, 3, 4]
     done = [v for et, v in flaky if et == "TaskCompleted"]
     assert len(done) == 1 and done[0]["attempt"] == 4

@@ -124,4 +124,5 @@ def test_garbage_on_every_input_topic_is_dead_lettered_and_the_plan_completes(
         assert len(sources.get(settings.topic(topic), [])) == len(garbage), topic
     from_events = sources[settings.topic(T.EVENTS)]
     assert len(from_events) == len(garbage) + 1
-    assert any(h["dlq-reason"].startswith("processing failed: KeyError") for h in from_events)
+    assert any(h["dlq-reason"].startswith("invalid PlanAccepted: tasks[0] (a.py) depends on "
+                                          "'nope'") for h in from_events)

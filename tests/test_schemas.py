@@ -54,6 +54,8 @@ CONTRACT = {
     "attempt:int delay_ms:long due_at:ts reason:string",
     "TaskDeadLettered": "event_id:string plan_id:string task_id:string path:string "
     "attempts:int reason:string fingerprint:string at:ts",
+    "TaskRedriveRequested": "event_id:string plan_id:string task_id:string attempt:int? "
+    "dlq_partition:int? dlq_offset:long? requested_by:string='' at:ts",
     "QAResult": "event_id:string plan_id:string task_id:string path:string passed:boolean "
     "checks:[QACheck] at:ts",
     "QACheck": "name:string passed:boolean message:string=''",

@@ -102,8 +102,9 @@ def test_drain_picks_waiting_then_newest_workers() -> None:
     assert pick_to_drain(pool, 0) == []
 
 
-def test_restart_pause_doubles_up_to_thirty_seconds() -> None:
-    assert [restart_pause(n) for n in (1, 2, 3, 4, 5, 6, 7, 20)] == [1, 2, 4, 8, 16, 30, 30, 30]
+def test_restart_pause_is_none_then_doubles_up_to_thirty_seconds() -> None:
+    assert [restart_pause(n) for n in (1, 2, 3, 4, 5, 6, 7, 8, 20)] == [
+        0, 1, 2, 4, 8, 16, 30, 30, 30]
 
 
 # -- the supervisor's bookkeeping, with fake processes --------------------------------------
@@ -199,7 +200,13 @@ def test_a_crash_is_restarted_after_its_pause_and_a_stuck_drain_is_killed() -> N
         clock.advance(3.0)
         sup.fake(first).exit(1)
         sup.reap()
-        assert first.proc is None and first.restart_at == 4.0 and first.restarts == 1
+        assert first.proc is None and first.restart_at == 3.0 and first.restarts == 1
+        await sup.restart_due()
+        assert first.running  # the first crash is restarted at once
+        clock.advance(3.0)
+        sup.fake(first).exit(1)  # crashing again soon after: a pause
+        sup.reap()
+        assert first.restart_at == 7.0 and first.restarts == 2
         await sup.restart_due()
         assert first.proc is None
         clock.advance(1.0)

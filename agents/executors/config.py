@@ -59,6 +59,20 @@ class Executors:
     def identity(self, name: str) -> str:
         return _identity(self, name)
 
+    def available(self) -> list[str]:
+        """Executor names this configuration can run (demo always; the others when the
+        operator configured them)."""
+        from agents.planning.rules import EXECUTORS
+
+        out = []
+        for name in EXECUTORS:
+            try:
+                self.get(name)
+            except ConfigError:
+                continue
+            out.append(name)
+        return out
+
 
 @lru_cache(maxsize=64)
 def _identity(executors: Executors, name: str) -> str:

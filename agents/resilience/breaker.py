@@ -220,7 +220,8 @@ class CircuitBreaker:
             self._window.add(now, failed)
             self._check_window(now)
         elif self._state is BreakerState.HALF_OPEN:
-            seq = permit.seq if permit is not None else min(self._probes, default=None)
+            seq = permit.seq if permit is not None else (min(self._probes)
+                                                          if self._probes else None)
             if seq is not None and seq in self._probes:
                 del self._probes[seq]
                 self._probe_outcome(now, failed, "probe failed" if failed else "")

@@ -1,208 +1,320 @@
-"""Plan state as a fold over the plan's events: `apply(state, event) -> commands`.
+"""Plan state as a fold over the plan's events: `apply(state, event, seq) -> commands`.
 
-The state is plain JSON-able data: a plan header plus one record per task, kept in a
-mapping the caller provides (a dict in tests and replay, a Faust table in the stream).
-Every transition checks the task's current status and attempt, so a duplicated or stale
-event is a no-op: the stream is at-least-once, the effects are idempotent.
+The state is plain JSON-able data (`agents.scheduling.model`): a plan header plus one record
+per task, kept in a mapping the caller provides (a dict in tests and replay, a Faust table
+in the stream).
+
+Two rules make it safe under at-least-once delivery and crashes:
+
+- **Every record remembers the log position (`seq`) of the last event applied to it**, and
+  an event changes a record only if the record is older than the event. A crash can leave
+  any subset of one event's table writes behind; when the event is delivered again, the
+  records it already changed are skipped and the rest are brought up to date, so nothing
+  is counted twice or lost. (quix-streams stamps changelog writes with the input offset for
+  the same reason.) A duplicate at a later position is stopped by the status and attempt
+  checks every transition makes.
+- **Commands are derived from the state the event leaves behind, not from the transition.**
+  A redelivered event yields the same effects as the first delivery, so an effect a crash
+  cut off is redone; each effect is idempotent. Never "the table already says DONE, so the
+  effect is skipped".
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-# Task statuses.
-WAITING = "waiting"        # some dependency not done
-READY = "ready"            # may be dispatched
-DISPATCHED = "dispatched"  # handed to a worker
-FAILED = "failed"          # last attempt failed; waiting for the retry decision
-RETRY_WAIT = "retry_wait"  # retry scheduled, not yet due
-DONE = "done"
-DEAD = "dead"              # dead-lettered; dependents stay held
+from agents.scheduling.model import (
+    Cmd,
+    Command,
+    PlanHeader,
+    PlanStatus,
+    TaskRecord,
+    TaskSpec,
+    TaskStatus,
+)
 
-# Plan statuses.
-RUNNING = "running"
-PLAN_DONE = "done"
-STALLED = "stalled"        # a task is dead; its dependents are held for the PM
-REJECTED = "rejected"
+# Statuses under their short names (the fold's vocabulary; values are plain strings).
+WAITING, READY, DISPATCHED = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.DISPATCHED
+FAILED, RETRY_WAIT, DONE, DEAD = (TaskStatus.FAILED, TaskStatus.RETRY_WAIT, TaskStatus.DONE,
+                                  TaskStatus.DEAD)
+RUNNING, PLAN_DONE, STALLED, REJECTED = (PlanStatus.RUNNING, PlanStatus.DONE,
+                                         PlanStatus.STALLED, PlanStatus.REJECTED)
 
 REDRIVE = "redrive"  # reason prefix of a TaskRetryScheduled that revives a dead task
+ERRORS_KEPT = 10     # failure fingerprints kept per task (no-progress needs the last k)
+OUTPUT_KEPT = 2000   # characters of a failure's output kept for a decision after a restart
 
-Task = dict[str, Any]
+Task = TaskRecord
 
 
 @dataclass
 class PlanState:
-    """One plan: a header dict and its tasks by task id (any mutable mapping)."""
+    """One plan: its header and its tasks by task id (any mutable mapping)."""
 
     header: dict[str, Any] = field(default_factory=dict)
-    tasks: MutableMapping[str, Task] = field(default_factory=dict)
+    tasks: MutableMapping[str, Any] = field(default_factory=dict)
+    clock: int = 0  # last position used when events come without one (tests, tools)
 
     def snapshot(self) -> dict[str, Any]:
         """A deep, comparable copy (used to check replay against live state)."""
         return {"header": copy.deepcopy(self.header),
                 "tasks": {k: copy.deepcopy(v) for k, v in sorted(self.tasks.items())}}
 
-
-@dataclass(frozen=True)
-class Command:
-    """Something the edge must do because of a transition."""
-
-    kind: str  # release | completed | decide_failure | retry_wait | plan_done | stalled
-    plan_id: str
-    task_id: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    def task(self, task_id: str) -> TaskRecord | None:
+        value = self.tasks.get(task_id)
+        return cast("TaskRecord | None", value)
 
 
-def _init(state: PlanState, ev: dict[str, Any]) -> list[Command]:
-    if state.header:
-        return []  # already accepted: a duplicate
-    dependents: dict[str, list[str]] = {t["task_id"]: [] for t in ev["tasks"]}
-    for spec in ev["tasks"]:
-        for dep in spec["depends_on"]:
-            dependents[dep].append(spec["task_id"])
-    state.header.update({
-        "plan_id": ev["plan_id"], "project": ev["project"], "name": ev["name"],
-        "status": RUNNING, "accepted_at": ev["accepted_at"], "completed_at": None,
-        "total": len(ev["tasks"]), "done": 0, "dead": 0, "cache_hits": 0, "executor_runs": 0,
-        "tokens": 0, "cost": 0.0,
-        "options": dict(ev.get("options") or {}),
-    })
-    commands: list[Command] = []
-    for spec in ev["tasks"]:
-        tid = spec["task_id"]
-        ready = not spec["depends_on"]
-        state.tasks[tid] = {
-            "spec": dict(spec),
-            "dependents": sorted(dependents[tid]),
-            "remaining": len(spec["depends_on"]),
-            "status": READY if ready else WAITING,
-            "attempt": 1, "kind": "dev", "dispatch_id": None, "worker_id": None,
-            "content_hash": None, "cache_key": None, "cached": False,
-            "completed_at": None, "errors": [],
-        }
-        if ready:
-            commands.append(Command("release", ev["plan_id"], tid))
-    if not ev["tasks"]:
-        state.header["status"] = PLAN_DONE
-        state.header["completed_at"] = ev["accepted_at"]
-        commands.append(Command("plan_done", ev["plan_id"]))
-    return commands
+def _newer(record: Any, seq: int) -> bool:
+    """True when `record` has not yet seen the event at `seq` (so the event may change it)."""
+    return int(record.get("seq", -1)) < seq
 
 
-def _dispatched(state: PlanState, ev: dict[str, Any]) -> list[Command]:
-    task = state.tasks.get(ev["task_id"])
-    if task is None or task["status"] != READY or task["attempt"] != ev["attempt"]:
-        return []
-    task.update(status=DISPATCHED, dispatch_id=ev["dispatch_id"], worker_id=ev["worker_id"])
-    state.tasks[ev["task_id"]] = task
+def new_task(spec: TaskSpec, dependents: list[str], seq: int) -> TaskRecord:
+    ready = not spec["depends_on"]
+    return {
+        "spec": spec, "dependents": dependents, "remaining": len(spec["depends_on"]),
+        "status": READY if ready else WAITING, "attempt": 1, "attempt_base": 0, "kind": "dev",
+        "dispatch_id": None, "worker_id": None, "partition": None, "content_hash": None,
+        "size": 0, "cache_key": None, "cached": False, "completed_at": None, "errors": [],
+        "last_failure": None, "due_at": None, "seq": seq,
+    }
+
+
+def _spec(raw: dict[str, Any]) -> TaskSpec:
+    return {"task_id": raw["task_id"], "path": raw["path"], "language": raw.get("language"),
+            "description": raw.get("description") or "", "depends_on": list(raw["depends_on"]),
+            "content": raw.get("content"), "cost": float(raw.get("cost") or 0.0),
+            "priority": float(raw.get("priority") or 0.0), "level": int(raw.get("level") or 0),
+            "executor": raw["executor"], "simulate": raw.get("simulate")}
+
+
+def _plan_done_command(h: dict[str, Any], fresh: bool) -> list[Command]:
+    if h.get("status") == PLAN_DONE and not h.get("reported"):
+        return [Command(Cmd.PLAN_DONE, h["plan_id"], fresh=fresh)]
     return []
 
 
-def _completed(state: PlanState, ev: dict[str, Any]) -> list[Command]:
-    tid = ev["task_id"]
-    task = state.tasks.get(tid)
-    if task is None or task["status"] in (DONE, DEAD):
-        return []
-    task.update(status=DONE, content_hash=ev["content_hash"], cache_key=ev["cache_key"],
-                cached=bool(ev.get("cached")), completed_at=ev["finished_at"],
-                worker_id=ev["worker_id"])
-    state.tasks[tid] = task
+# -- handlers: (state, event, seq) -> commands ------------------------------------------
+def _accepted(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     h = state.header
-    h["done"] += 1
-    h["cache_hits" if task["cached"] else "executor_runs"] += 1
-    h["tokens"] += int(ev.get("tokens") or 0)
-    h["cost"] += float(ev.get("cost") or 0.0)
-    commands = [Command("completed", h["plan_id"], tid)]
+    if not h or (h.get("status") == REJECTED and _newer(h, seq)):
+        h.clear()  # a rejected plan id may be submitted again
+        header: PlanHeader = {
+            "plan_id": ev["plan_id"], "project": ev["project"], "name": ev["name"],
+            "status": RUNNING, "accepted_at": ev["accepted_at"], "completed_at": None,
+            "total": len(ev["tasks"]), "done": 0, "dead": 0, "cache_hits": 0,
+            "executor_runs": 0, "tokens": 0, "cost": 0.0,
+            "options": dict(ev.get("options") or {}), "reported": False, "seq": seq,
+        }
+        h.update(header)
+        h["accepted_seq"] = seq
+        if not ev["tasks"]:
+            h.update(status=PLAN_DONE, completed_at=ev["accepted_at"])
+    if h.get("accepted_seq") == seq:
+        # This is the event that created the plan: create whatever tasks a crash cut off.
+        dependents: dict[str, list[str]] = {t["task_id"]: [] for t in ev["tasks"]}
+        for raw in ev["tasks"]:
+            for dep in raw["depends_on"]:
+                dependents[dep].append(raw["task_id"])
+        for raw in ev["tasks"]:
+            if state.tasks.get(raw["task_id"]) is None:
+                state.tasks[raw["task_id"]] = new_task(
+                    _spec(raw), sorted(dependents[raw["task_id"]]), seq)
+    if h.get("status") == REJECTED:
+        return []
+    commands = [Command(Cmd.RELEASE, h["plan_id"], tid, fresh=h.get("accepted_seq") == seq)
+                for tid, task in state.tasks.items() if task["status"] == READY]
+    return commands + _plan_done_command(h, h.get("accepted_seq") == seq)
+
+
+def _rejected(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    if not state.header:
+        state.header.update({"plan_id": ev["plan_id"], "status": REJECTED,
+                             "reason": ev["reason"], "total": 0, "done": 0, "seq": seq})
+    return []
+
+
+def _dispatched(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    tid = ev["task_id"]
+    task = state.task(tid)
+    if task is None:
+        return []
+    fresh = False
+    if _newer(task, seq) and task["status"] == READY and task["attempt"] == ev["attempt"]:
+        task.update({"status": DISPATCHED, "dispatch_id": ev["dispatch_id"],
+                     "worker_id": ev["worker_id"], "partition": ev["partition"], "seq": seq})
+        state.tasks[tid] = task
+        fresh = True
+    if task["status"] == DISPATCHED and task["dispatch_id"] == ev["dispatch_id"]:
+        return [Command(Cmd.SEND_WORK, state.header["plan_id"], tid, fresh=fresh)]
+    return []
+
+
+def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    tid = ev["task_id"]
+    task = state.task(tid)
+    if task is None or task["status"] == DEAD:
+        return []
+    h = state.header
+    fresh = False
+    if _newer(task, seq) and task["status"] != DONE:
+        task.update({"status": DONE, "content_hash": ev["content_hash"],
+                     "size": int(ev.get("size") or 0), "cache_key": ev["cache_key"],
+                     "cached": bool(ev.get("cached")), "completed_at": ev["finished_at"],
+                     "worker_id": ev["worker_id"], "seq": seq})
+        state.tasks[tid] = task
+        fresh = True
+    if task["status"] != DONE:
+        return []
+    by_this_event = task["seq"] == seq  # this event is the one that finished the task
+    if by_this_event and _newer(h, seq):
+        h["done"] += 1
+        h["cache_hits" if task["cached"] else "executor_runs"] += 1
+        h["tokens"] += int(ev.get("tokens") or 0)
+        h["cost"] += float(ev.get("cost") or 0.0)
+        if h["done"] == h["total"] and h["status"] != PLAN_DONE:
+            h["status"] = PLAN_DONE
+            h["completed_at"] = ev["finished_at"]
+        h["seq"] = seq
+    commands = [Command(Cmd.STORE, h["plan_id"], tid, fresh=fresh)]
     for dep_id in task["dependents"]:
-        dependent = state.tasks[dep_id]
-        dependent["remaining"] -= 1
-        if dependent["remaining"] == 0 and dependent["status"] == WAITING:
-            dependent["status"] = READY
-            commands.append(Command("release", h["plan_id"], dep_id))
-        state.tasks[dep_id] = dependent
-    if h["done"] == h["total"] and h["status"] != PLAN_DONE:
-        h["status"] = PLAN_DONE
-        h["completed_at"] = ev["finished_at"]
-        commands.append(Command("plan_done", h["plan_id"]))
-    return commands
+        dependent = state.task(dep_id)
+        if dependent is None:
+            continue
+        if by_this_event and _newer(dependent, seq):
+            dependent["remaining"] -= 1
+            if dependent["remaining"] == 0 and dependent["status"] == WAITING:
+                dependent["status"] = READY
+            dependent["seq"] = seq
+            state.tasks[dep_id] = dependent
+        if dependent["status"] == READY:
+            commands.append(Command(Cmd.RELEASE, h["plan_id"], dep_id, fresh=fresh))
+    return commands + _plan_done_command(h, fresh)
 
 
-def _failed(state: PlanState, ev: dict[str, Any]) -> list[Command]:
-    task = state.tasks.get(ev["task_id"])
-    if task is None or task["status"] not in (DISPATCHED, READY) \
-            or task["attempt"] != ev["attempt"]:
+def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    tid = ev["task_id"]
+    task = state.task(tid)
+    if task is None:
         return []
-    task["status"] = FAILED
-    task["errors"] = (task["errors"] + [ev["fingerprint"]])[-10:]
-    # Kept so a processor that crashes before deciding can decide after its restart.
-    task["last_failure"] = {**ev, "output": (ev.get("output") or "")[-2000:] or None}
-    state.tasks[ev["task_id"]] = task
-    return [Command("decide_failure", state.header["plan_id"], ev["task_id"], dict(ev))]
+    fresh = False
+    superseded = bool(ev.get("dispatch_id") and task["dispatch_id"]
+                      and ev["dispatch_id"] != task["dispatch_id"])
+    if (_newer(task, seq) and task["status"] in (DISPATCHED, READY) and not superseded
+            and task["attempt"] == ev["attempt"]):
+        task["status"] = FAILED
+        task["errors"] = (task["errors"] + [ev["fingerprint"]])[-ERRORS_KEPT:]
+        # Kept so a processor that crashes before deciding can decide after its restart.
+        task["last_failure"] = {**ev, "output": (ev.get("output") or "")[-OUTPUT_KEPT:] or None}
+        task["seq"] = seq
+        state.tasks[tid] = task
+        fresh = True
+    last = task["last_failure"] or {}
+    if task["status"] == FAILED and last.get("attempt") == ev["attempt"]:
+        return [Command(Cmd.DECIDE_FAILURE, state.header["plan_id"], tid, fresh=fresh)]
+    return []
 
 
-def _retry_scheduled(state: PlanState, ev: dict[str, Any]) -> list[Command]:
-    task = state.tasks.get(ev["task_id"])
-    if task is None or ev["attempt"] != task["attempt"] + 1:
+def _retry_scheduled(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    tid = ev["task_id"]
+    task = state.task(tid)
+    if task is None:
         return []
-    if task["status"] == DEAD and ev["reason"].startswith(REDRIVE):
-        # A redrive from the DLQ: a fresh attempt budget, counted from here.
-        task["attempt_base"] = task["attempt"]
-        state.header["dead"] -= 1
-        if state.header["dead"] == 0:
-            state.header["status"] = RUNNING
-    elif task["status"] != FAILED:
-        return []
-    task.update(status=RETRY_WAIT, attempt=ev["attempt"], due_at=ev["due_at"])
-    state.tasks[ev["task_id"]] = task
-    return [Command("retry_wait", state.header["plan_id"], ev["task_id"],
-                    {"due_at": ev["due_at"], "attempt": ev["attempt"]})]
+    h = state.header
+    fresh = False
+    if _newer(task, seq) and ev["attempt"] == task["attempt"] + 1:
+        revive = task["status"] == DEAD and ev["reason"].startswith(REDRIVE)
+        if revive or task["status"] == FAILED:
+            if revive:
+                # A redrive: a fresh attempt budget and a clean no-progress history.
+                task["attempt_base"] = task["attempt"]
+                task["errors"] = []
+            task.update({"status": RETRY_WAIT, "attempt": ev["attempt"], "due_at": ev["due_at"],
+                         "seq": seq})
+            state.tasks[tid] = task
+            fresh = True
+    revived_here = (task["seq"] == seq and ev["reason"].startswith(REDRIVE)
+                    and task["attempt_base"] == ev["attempt"] - 1)
+    if revived_here and _newer(h, seq):
+        h["dead"] -= 1
+        if h["dead"] == 0:
+            h["status"] = RUNNING
+        h["seq"] = seq
+    if task["status"] == RETRY_WAIT and task["attempt"] == ev["attempt"]:
+        return [Command(Cmd.ARM_TIMER, h["plan_id"], tid, fresh=fresh)]
+    return []
 
 
-def attempts_used(task: Task) -> int:
-    """Attempts counted against the retry budget (a redrive starts a new budget)."""
-    return int(task["attempt"]) - int(task.get("attempt_base") or 0)
-
-
-def _ready(state: PlanState, ev: dict[str, Any]) -> list[Command]:
+def _ready(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     """A retry that came due, or a dispatch whose worker vanished with it (lease expired):
     the task may be dispatched again, same attempt."""
-    task = state.tasks.get(ev["task_id"])
-    if task is None or task["status"] not in (RETRY_WAIT, DISPATCHED) \
-            or task["attempt"] != ev["attempt"]:
+    tid = ev["task_id"]
+    task = state.task(tid)
+    if task is None:
         return []
-    task.update(status=READY, kind=ev["kind"])
-    state.tasks[ev["task_id"]] = task
-    return [Command("release", state.header["plan_id"], ev["task_id"])]
+    fresh = False
+    if (_newer(task, seq) and task["status"] in (RETRY_WAIT, DISPATCHED)
+            and task["attempt"] == ev["attempt"]):
+        task.update({"status": READY, "kind": ev["kind"], "seq": seq})
+        state.tasks[tid] = task
+        fresh = True
+    if task["status"] == READY and task["attempt"] == ev["attempt"]:
+        return [Command(Cmd.RELEASE, state.header["plan_id"], tid, fresh=fresh)]
+    return []
 
 
-def _dead(state: PlanState, ev: dict[str, Any]) -> list[Command]:
-    task = state.tasks.get(ev["task_id"])
-    if task is None or task["status"] in (DONE, DEAD):
+def _dead(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    tid = ev["task_id"]
+    task = state.task(tid)
+    if task is None:
         return []
-    task["status"] = DEAD
-    state.tasks[ev["task_id"]] = task
-    state.header["dead"] += 1
-    state.header["status"] = STALLED
-    return [Command("stalled", state.header["plan_id"], ev["task_id"])]
+    h = state.header
+    fresh = False
+    if _newer(task, seq) and task["status"] not in (DONE, DEAD):
+        task.update({"status": DEAD, "seq": seq})
+        state.tasks[tid] = task
+        fresh = True
+    if task["status"] != DEAD:
+        return []
+    if task["seq"] == seq and _newer(h, seq):
+        h["dead"] += 1
+        h["status"] = STALLED
+        h["seq"] = seq
+    return [Command(Cmd.DEAD_LETTER, h["plan_id"], tid, fresh=fresh,
+                    data={"reason": ev["reason"], "attempts": ev["attempts"]})]
 
 
-def _reported(state: PlanState, ev: dict[str, Any]) -> list[Command]:
+def _reported(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     state.header["reported"] = True
     return []
 
 
-def _rejected(state: PlanState, ev: dict[str, Any]) -> list[Command]:
-    if not state.header:
-        state.header.update({"plan_id": ev["plan_id"], "status": REJECTED,
-                             "reason": ev["reason"], "total": 0, "done": 0})
-    return []
+def redrive_refusal(task: TaskRecord | None, ev: dict[str, Any]) -> str | None:
+    """Why a redrive request cannot be carried out, or None when it can."""
+    if task is None:
+        return f"no task {ev['task_id']} in plan {ev['plan_id']}"
+    if task["status"] != DEAD:
+        return f"task {ev['task_id']} is {task['status']}, not dead"
+    if ev.get("attempt") is not None and ev["attempt"] != task["attempt"]:
+        return (f"stale request (attempt {ev['attempt']}): task {ev['task_id']} died again "
+                f"at attempt {task['attempt']}")
+    return None
 
 
-_HANDLERS = {
-    "PlanAccepted": _init,
+def _redrive_requested(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    task = state.task(ev["task_id"])
+    if redrive_refusal(task, ev) is not None:
+        return []
+    return [Command(Cmd.REDRIVE, state.header["plan_id"], ev["task_id"], data=dict(ev))]
+
+
+Handler = Callable[[PlanState, dict[str, Any], int], list[Command]]
+HANDLERS: dict[str, Handler] = {
+    "PlanAccepted": _accepted,
     "PlanRejected": _rejected,
     "TaskDispatched": _dispatched,
     "TaskCompleted": _completed,
@@ -210,47 +322,61 @@ _HANDLERS = {
     "TaskRetryScheduled": _retry_scheduled,
     "TaskReady": _ready,
     "TaskDeadLettered": _dead,
+    "TaskRedriveRequested": _redrive_requested,
     "PlanCompleted": _reported,
 }
 
 
-def apply(state: PlanState, event_type: str, event: dict[str, Any]) -> list[Command]:
+def apply(state: PlanState, event_type: str, event: dict[str, Any], seq: int | None = None
+          ) -> list[Command]:
     """Fold one event into `state` (in place) and return what the edge must do next.
 
-    Events of other types (QA, metrics, PlanCompleted, ...) do not change plan state.
+    `seq` is the event's position in the log (its offset: every event of one plan is in one
+    partition). Without one, the next position after the last one used is taken. Events of
+    other types (QA, metrics, ...) do not change plan state.
     """
-    handler = _HANDLERS.get(event_type)
+    if seq is None:
+        seq = state.clock = state.clock + 1
+    else:
+        state.clock = max(state.clock, seq)
+    handler = HANDLERS.get(event_type)
     if handler is None:
         return []
-    if event_type not in ("PlanAccepted", "PlanRejected") and not state.header:
+    if event_type not in ("PlanAccepted", "PlanRejected") and (
+            not state.header or state.header.get("status") == REJECTED):
         return []  # an event for a plan we never accepted
-    return handler(state, event)
+    return handler(state, event, seq)
 
 
-def fold(state: PlanState, event_type: str, event: dict[str, Any]
+def fold(state: PlanState, event_type: str, event: dict[str, Any], seq: int | None = None
          ) -> tuple[PlanState, list[Command]]:
     """Pure form of `apply`: returns a new state and the commands; `state` is untouched."""
     new = PlanState(copy.deepcopy(state.header),
-                    {k: copy.deepcopy(v) for k, v in state.tasks.items()})
-    return new, apply(new, event_type, event)
+                    {k: copy.deepcopy(v) for k, v in state.tasks.items()}, state.clock)
+    return new, apply(new, event_type, event, seq)
+
+
+def attempts_used(task: Any) -> int:
+    """Attempts counted against the retry budget (a redrive starts a new budget)."""
+    return int(task["attempt"]) - int(task.get("attempt_base") or 0)
 
 
 def ready_tasks(state: PlanState) -> list[str]:
-    """Tasks that may be dispatched now (used to rebuild the dispatcher after a restart)."""
+    """Tasks that may be dispatched now."""
     return sorted(t for t, task in state.tasks.items() if task["status"] == READY)
 
 
-def recovery_commands(header: dict[str, Any], task_id: str, task: Task) -> list[Command]:
-    """What a restarted processor must (re)do for one task: commands whose effects may have
-    been lost with the crash. Each is idempotent against the log."""
+def recovery_commands(header: dict[str, Any], task_id: str, task: Any) -> list[Command]:
+    """What a restarted processor must (re)do for one task that no pending event will redo:
+    queue it, arm its timer, decide its failure. Each is idempotent against the log."""
     plan_id = header["plan_id"]
-    if task["status"] == READY:
-        return [Command("release", plan_id, task_id)]
-    if task["status"] == RETRY_WAIT:
-        return [Command("retry_wait", plan_id, task_id,
-                        {"due_at": task.get("due_at") or 0, "attempt": task["attempt"]})]
-    if task["status"] == FAILED and task.get("last_failure"):
-        return [Command("decide_failure", plan_id, task_id, dict(task["last_failure"]))]
+    status = task["status"]
+    if status == READY:
+        return [Command(Cmd.RELEASE, plan_id, task_id, fresh=False)]
+    if status == RETRY_WAIT:
+        return [Command(Cmd.ARM_TIMER, plan_id, task_id, fresh=False)]
+    if status == FAILED and task.get("last_failure"):
+        return [Command(Cmd.DECIDE_FAILURE, plan_id, task_id, fresh=False)]
     return []
 
 

@@ -77,7 +77,7 @@ def submit(
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 600.0,
 ) -> None:
     """Validate PLAN, publish it to devline.plans and print its plan id."""
-    from agents.planner import load_plan_file
+    from agents.planning import load_plan_file
     from streams import topics as T
     from streams.client import end_offsets, produce
 
@@ -199,6 +199,7 @@ def _register_optional() -> None:
     app.command("run")(runner.run)
     app.command("worker")(runner.worker)
     app.command("processor")(runner.processor)
+    app.command("sink")(runner.sink)
     app.command("demo")(runner.demo)
     from devline.cli.dlq import dlq_app
 

@@ -81,6 +81,18 @@ def processor(ctx: typer.Context) -> None:
     worker.execute_from_commandline()
 
 
+def sink(
+    ctx: typer.Context,
+    workspace: Annotated[Path | None, typer.Option(
+        help=env_help("workspace", "Where finished files are written"))] = None,
+) -> None:
+    """Run the file sink: write every finished file into the workspace (own consumer group)."""
+    from streams.sink import run_sink
+
+    settings = with_overrides(settings_of(ctx), workspace=workspace)
+    run_async(run_sink(settings))
+
+
 def worker(
     ctx: typer.Context,
     worker_id: Annotated[str | None, typer.Option(help="Stable worker id")] = None,
@@ -156,6 +168,6 @@ def demo(
 
 
 def _project_of(plan: Path) -> str:
-    from agents.planner import load_plan_file
+    from agents.planning import load_plan_file
 
     return str(load_plan_file(plan)["project"])

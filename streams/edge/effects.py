@@ -1,0 +1,90 @@
+"""One handler per command kind. Every handler is idempotent: it may run again after a
+crash (the event redelivered, or recovery) and leaves the same files, tables and log."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING, Any, assert_never
+
+from agents.scheduling import fold as F
+from agents.scheduling.fold import PlanState
+from agents.scheduling.model import Cmd, Command
+
+if TYPE_CHECKING:
+    from streams.edge.processor import Processor
+
+log = logging.getLogger("devline.effects")
+
+
+class Effects:
+    def __init__(self, processor: Processor) -> None:
+        self.proc = processor
+        self.p = processor.ports
+
+    async def run(self, state: PlanState, cmd: Command, record: dict[str, Any] | None,
+                  origin: tuple[int, int] | None = None) -> None:
+        """Carry out `cmd`; `record` is the event that led to it (None in recovery) and
+        `origin` its (partition, offset) in devline.events."""
+        proc = self.proc
+        task_id = cmd.task_id or ""
+        match cmd.kind:
+            case Cmd.RELEASE:
+                await proc.dispatch.release(state, task_id)
+            case Cmd.SEND_WORK:
+                await proc.dispatch.send_work(state, task_id, origin)
+            case Cmd.STORE:
+                await self.store(state, cmd, record)
+            case Cmd.DECIDE_FAILURE:
+                if cmd.fresh and record is not None:
+                    await proc.guard.on_result("TaskFailed", record)
+                await proc.failures.decide(state, task_id)
+            case Cmd.ARM_TIMER:
+                task = state.task(task_id)
+                if task is not None and task["status"] == F.RETRY_WAIT:
+                    proc.timers.arm(int(task["due_at"] or 0), cmd.plan_id, task_id,
+                                    task["attempt"])
+            case Cmd.DEAD_LETTER:
+                await proc.failures.dead_letter(state, task_id, cmd.data or {})
+            case Cmd.PLAN_DONE:
+                await self.plan_done(state)
+            case Cmd.REDRIVE:
+                await proc.failures.redrive(state, task_id, cmd.data or {})
+            case _:
+                assert_never(cmd.kind)
+
+    async def store(self, state: PlanState, cmd: Command, record: dict[str, Any] | None
+                    ) -> None:
+        """A finished task: its content in the artifact store, its cache entry, and (once)
+        its outcome fed to the executor's breaker."""
+        task = state.task(cmd.task_id or "")
+        if task is None or task["status"] != F.DONE:
+            return
+        digest = task["content_hash"] or ""
+        content = (record or {}).get("content")
+        if content is not None and (record or {}).get("content_hash") == digest:
+            data = content.encode("utf-8")
+            if hashlib.sha256(data).hexdigest() == digest:
+                await self.p.store.put(data)
+            else:
+                log.error("task %s/%s: content does not match its hash %s; not stored",
+                          cmd.plan_id, cmd.task_id, digest[:12])
+        if not task["cached"] and task["cache_key"]:
+            entry = {"content_hash": digest, "size": task["size"]}
+            if self.p.cache.get(task["cache_key"]) != entry:
+                self.p.cache[task["cache_key"]] = entry
+        if cmd.fresh and record is not None:
+            await self.proc.guard.on_result("TaskCompleted", record)
+            await self.proc.guard.check_budget(state)
+
+    async def plan_done(self, state: PlanState) -> None:
+        h = state.header
+        if not F.plan_unreported(h):
+            return
+        await self.p.emit.event("PlanCompleted", {
+            "plan_id": h["plan_id"], "files": h["total"], "executor_runs": h["executor_runs"],
+            "cache_hits": h["cache_hits"], "failed": h.get("dead", 0),
+            "makespan_ms": max((h["completed_at"] or 0) - h["accepted_at"], 0),
+            "completed_at": h["completed_at"] or self.p.now_ms()})
+        log.info("plan %s done: %d files, %d executor runs, %d cache hits",
+                 h["plan_id"], h["total"], h["executor_runs"], h["cache_hits"])

@@ -1,0 +1,108 @@
+"""Failures: the retry-or-dead-letter decision, dead letters with escalation, redrives.
+
+Decisions are deterministic (jitter seeded by the task and attempt, ids derived from them),
+so a decision made again after a crash is the same event, and the fold keeps one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from agents.resilience.backoff import BackoffPolicy
+from agents.scheduling import fold as F
+from agents.scheduling.fold import PlanState
+from agents.scheduling.model import decision_id
+from streams import topics as T
+from streams.edge.ports import Ports
+from streams.emit import dead_letter_headers
+
+log = logging.getLogger("devline.failures")
+
+
+class Failures:
+    def __init__(self, ports: Ports, policy: BackoffPolicy) -> None:
+        self.p = ports
+        self.policy = policy
+
+    async def decide(self, state: PlanState, task_id: str) -> None:
+        """Retry with backoff, or dead-letter (out of attempts, not retryable, no progress)."""
+        task = state.task(task_id)
+        if task is None or task["status"] != F.FAILED or not task["last_failure"]:
+            return
+        failed = task["last_failure"]
+        plan_id = state.header["plan_id"]
+        attempt = int(failed["attempt"])
+        rng = random.Random(decision_id(plan_id, task_id, attempt, "jitter"))
+        decision = self.policy.decide(F.attempts_used(task), bool(failed["retryable"]),
+                                      failed["error"], rng=rng,
+                                      retry_after=failed.get("retry_after_s"))
+        reason = decision.reason
+        k = self.p.settings.no_progress_repeats
+        recent = task["errors"][-k:]
+        if decision.retry and len(recent) == k and len(set(recent)) == 1:
+            # The same error k times in a row: another attempt will not help.
+            reason = (f"no progress: the same error {k} times in a row "
+                      f"({failed['error'][:200]})")
+        elif decision.retry:
+            delay_ms = int(decision.delay * 1000)
+            await self.p.emit.event("TaskRetryScheduled", {
+                "event_id": decision_id(plan_id, task_id, attempt, "retry"),
+                "plan_id": plan_id, "task_id": task_id, "path": failed["path"],
+                "attempt": attempt + 1, "delay_ms": delay_ms,
+                "due_at": int(failed["finished_at"]) + delay_ms, "reason": decision.reason})
+            return
+        await self.p.emit.event("TaskDeadLettered", {
+            "event_id": decision_id(plan_id, task_id, attempt, "dead"), "plan_id": plan_id,
+            "task_id": task_id, "path": failed["path"], "attempts": attempt,
+            "reason": reason,
+            "fingerprint": failed["fingerprint"], "at": int(failed["finished_at"])})
+
+    async def dead_letter(self, state: PlanState, task_id: str, data: dict[str, Any]) -> None:
+        """A dead task read back: its failure to the DLQ (reason in headers), and the PM told.
+        Redone on redelivery; the ids and headers are the same each time."""
+        task = state.task(task_id)
+        if task is None:
+            return
+        plan_id = state.header["plan_id"]
+        failed = dict(task["last_failure"] or {})
+        attempt = int(failed.get("attempt") or task["attempt"])
+        reason = str(data.get("reason") or "dead-lettered")
+        kind = "no_progress" if reason.startswith("no progress") else "dead_letter"
+        if failed:
+            failed.setdefault("output", None)
+            value = self.p.codec.encode("TaskFailed", failed)
+        else:
+            value = None
+        await self.p.emit.dead_letter(value, task_id.encode(), [
+            *dead_letter_headers(reason, topic=self.p.settings.topic(T.EVENTS), partition=None,
+                                 offset=None, attempt=attempt,
+                                 fingerprint=failed.get("fingerprint"), event_type="TaskFailed"),
+            ("plan-id", plan_id.encode()), ("task-id", task_id.encode()),
+            ("dlq-id", decision_id(plan_id, task_id, attempt, "dlq").encode())])
+        await self.p.emit.event("Escalation", {
+            "event_id": decision_id(plan_id, task_id, attempt, "escalation"),
+            "plan_id": plan_id, "task_id": task_id, "kind": kind, "reason": reason,
+            "attempts": attempt, "errors": list(task["errors"]),
+            "last_output": failed.get("output"), "at": self.p.now_ms()}, topic=T.ESCALATIONS)
+        log.warning("task %s/%s dead-lettered after %d attempts: %s", plan_id, task_id,
+                    attempt, reason)
+
+    async def redrive(self, state: PlanState, task_id: str, request: dict[str, Any]) -> None:
+        """A valid redrive request: our decision to revive the task as its next attempt."""
+        task = state.task(task_id)
+        if task is None or task["status"] != F.DEAD:
+            return
+        plan_id = state.header["plan_id"]
+        who = request.get("requested_by") or "unknown"
+        where = (f"from DLQ offset {request['dlq_offset']}" if request.get("dlq_offset")
+                 is not None else "on request")
+        now = self.p.now_ms()
+        await self.p.emit.event("TaskRetryScheduled", {
+            "event_id": decision_id(plan_id, task_id, task["attempt"] + 1, "redrive"),
+            "plan_id": plan_id, "task_id": task_id, "path": task["spec"]["path"],
+            "attempt": task["attempt"] + 1, "delay_ms": 0, "due_at": now,
+            "reason": f"{F.REDRIVE}: {where} by {who}"})
+        log.info("task %s/%s redriven as attempt %d (%s by %s)", plan_id, task_id,
+                 task["attempt"] + 1, where, who)

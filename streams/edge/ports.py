@@ -1,0 +1,70 @@
+"""The narrow interfaces the edge talks through, so it runs on Faust or on in-memory fakes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from devline.settings import Settings
+from schemas.codec import Codec
+from streams.artifacts import ArtifactStore
+from streams.emit import Emitter
+
+
+class Table(Protocol):
+    """The part of a Faust table (or a dict) the edge uses."""
+
+    def get(self, key: str, default: Any = None, /) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+    def __delitem__(self, key: str) -> None: ...
+
+    def items(self) -> Iterable[tuple[str, Any]]: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A record as it came off a topic (what a Faust message or aiokafka record holds)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+    @classmethod
+    def of(cls, message: Any) -> RawRecord:
+        return cls(message.topic, message.partition, message.offset, message.key,
+                   message.value, tuple(message.headers or ()))
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v.decode("utf-8", "replace")
+        return None
+
+
+@dataclass
+class Ports:
+    """Everything the edge reads and writes."""
+
+    settings: Settings
+    codec: Codec
+    emit: Emitter
+    store: ArtifactStore
+    plans: Table
+    tasks: Table
+    cache: Table
+    breakers: Table
+    clock: Callable[[], float] = time.time  # wall seconds (event timestamps, timers)
+    sleep: Callable[[float], Awaitable[None]] | None = None  # for retry pauses
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)

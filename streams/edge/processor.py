@@ -1,0 +1,307 @@
+"""The stream processor's edge: a record in, the fold applied, its commands carried out.
+
+    record ─▶ decode + validate ──bad──▶ DLQ (the only way a record gets there)
+                 │
+                 ▼
+    fold (seq-stamped, in the tables) ─▶ commands ─▶ effects (idempotent)
+                 │                                  our failure? retried in place
+                 ▼
+    dispatcher bookkeeping; pump (decide dispatches, log them; never blames a record)
+
+Nothing acts on the dispatcher's memory until the processor has read its partitions up to
+the end offsets seen when they were assigned (`CatchUp`): a task whose dispatch is still
+in the unread part of the log must not be dispatched again. Then `recover` rebuilds the
+queue, the in-flight work, the timers and undecided failures from the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from agents.executors.config import Executors
+from agents.resilience.backoff import BackoffPolicy
+from agents.scheduling import fold as F
+from agents.scheduling.dispatch import Dispatcher, LinkClock
+from agents.scheduling.events import invalid as invalid_event
+from agents.scheduling.model import decision_id
+from devline.errors import DecodeError
+from streams import topics as T
+from streams.edge.dispatching import DispatchLoop
+from streams.edge.effects import Effects
+from streams.edge.failures import Failures
+from streams.edge.persist import Unexpected, persist
+from streams.edge.ports import Ports, RawRecord
+from streams.edge.state import plan_state, save_header, split_key
+from streams.edge.timers import RetryTimers
+from streams.emit import dead_letter_headers
+from streams.guarding import GuardEdge
+
+log = logging.getLogger("devline.scheduler")
+
+PLAN_EVENTS = frozenset({
+    "PlanAccepted", "PlanRejected", "TaskDispatched", "TaskCompleted", "TaskFailed",
+    "TaskRetryScheduled", "TaskReady", "TaskDeadLettered", "TaskRedriveRequested",
+    "PlanCompleted", "QAResult", "Escalation", "IntegrationResult", "DeploymentEvent"})
+PROBE_STATE = "probe"  # heartbeats the processor sends itself to know the link works
+LINK_DOWN_AFTER_S = 3.0
+
+
+class CatchUp:
+    """Has the processor read its event partitions up to where they ended at assignment?"""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, int] = {}
+        self.active = False
+
+    def start(self, ends: Mapping[int, int], committed: Mapping[int, int | None]) -> None:
+        self.pending = {p: end for p, end in ends.items() if (committed.get(p) or 0) < end}
+        self.active = True
+
+    def seen(self, partition: int, offset: int) -> None:
+        end = self.pending.get(partition)
+        if end is not None and offset + 1 >= end:
+            del self.pending[partition]
+
+    def give_up(self) -> list[int]:
+        """Stop waiting (e.g. a partition whose last records are never delivered)."""
+        late, self.pending = sorted(self.pending), {}
+        return late
+
+    @property
+    def done(self) -> bool:
+        return self.active and not self.pending
+
+
+def _swallow(delivery: Any) -> None:
+    """Fire-and-forget sends (metrics, probes) must not log 'exception never retrieved'."""
+    if isinstance(delivery, asyncio.Future):
+        delivery.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
+class Processor:
+    """Everything the scheduler does, on any `Ports` (Faust tables or in-memory fakes)."""
+
+    def __init__(self, ports: Ports, *, executors: Executors | None = None,
+                 policy: BackoffPolicy | None = None, lease_s: float = 20.0,
+                 worker_timeout: float = 15.0, new_id: Callable[[], str] | None = None,
+                 processor_id: str | None = None) -> None:
+        s = ports.settings
+        self.ports = ports
+        self.id = processor_id or uuid.uuid4().hex[:12]
+        self.link = LinkClock()
+        self.dispatcher = Dispatcher(worker_timeout, new_id or (lambda: uuid.uuid4().hex))
+        self.guard = GuardEdge(ports)
+        self.executors = executors or Executors.from_file(s.executor_config)
+        self.failures = Failures(ports, policy or BackoffPolicy(
+            initial=1.0, max_interval=60.0, max_attempts=s.max_attempts))
+        self.timers = RetryTimers()
+        self.dispatch = DispatchLoop(ports, self.dispatcher, self.link, self.guard,
+                                     self.executors, lease_s)
+        self.effects = Effects(self)
+        self.catchup = CatchUp()
+        self.ready = False  # caught up and recovered: may dispatch, fire timers, reclaim
+        self.probe_seen = -math.inf
+        self.handled = 0
+
+    # -- the event log ---------------------------------------------------------------
+    async def on_event_record(self, rec: RawRecord) -> None:
+        """One record of devline.events: validate, fold, effects. Never raises for our own
+        failures (they are retried); a record that is not a valid event is dead-lettered."""
+        parsed = await self._validated(rec)
+        if parsed is not None:
+            event_type, record = parsed
+            try:
+                await persist(partial(self.handle, event_type, record, rec.offset,
+                                      rec.partition),
+                              what=f"handling {event_type} {rec.partition}@{rec.offset}",
+                              log=log, sleep=self.ports.sleep)
+            except Unexpected as exc:  # a bug, not the record's fault: keep it, go on
+                await self.reject(rec, f"processing failed (a devline bug, please report "
+                                  f"it): {exc}")
+        self.handled += 1
+        self.catchup.seen(rec.partition, rec.offset)
+        if not self.ready and self.catchup.done:
+            await self.recover()
+
+    async def _validated(self, rec: RawRecord) -> tuple[str, dict[str, Any]] | None:
+        try:
+            event_type, record = self.ports.codec.decode(rec.value or b"")
+        except DecodeError as exc:
+            await self.reject(rec, f"undecodable: {exc}")
+            return None
+        if event_type not in PLAN_EVENTS or not record.get("plan_id"):
+            await self.reject(rec, f"unexpected event type {event_type} on {T.EVENTS}")
+            return None
+        why = invalid_event(event_type, record)
+        if why is not None:
+            await self.reject(rec, f"invalid {event_type}: {why}")
+            return None
+        if rec.key != str(record["plan_id"]).encode():
+            # A plan's events must share one partition: its order is the fold's order.
+            await self.reject(rec, f"{event_type} keyed {rec.key!r}, not by its plan id "
+                              f"{record['plan_id']!r}")
+            return None
+        return event_type, record
+
+    async def reject(self, rec: RawRecord, reason: str) -> None:
+        """A record that is not a valid event: to the DLQ with the reason (sent until the
+        broker has it: a poison record is never simply dropped)."""
+        log.warning("dead-lettering %s[%s]@%s: %s", rec.topic, rec.partition, rec.offset,
+                    reason)
+        headers = dead_letter_headers(reason, topic=rec.topic, partition=rec.partition,
+                                      offset=rec.offset)
+
+        async def send() -> None:
+            delivery = await self.ports.emit.dead_letter(rec.value, rec.key, headers)
+            if delivery is not None:
+                await delivery
+
+        await persist(send, what="dead-lettering a record", log=log, sleep=self.ports.sleep)
+
+    async def handle(self, event_type: str, record: dict[str, Any], seq: int,
+                     partition: int = 0) -> None:
+        """Fold one valid event at log position `seq` and carry out its commands."""
+        p = self.ports
+        state = plan_state(p.plans, p.tasks, record["plan_id"])
+        before = dict(state.header) if state.header else None
+        commands = F.apply(state, event_type, record, seq)
+        save_header(p.plans, state, before)
+        self.dispatch.settle(event_type, record, state)
+        if event_type == "TaskRedriveRequested" and not commands:
+            why = F.redrive_refusal(state.task(record["task_id"]), record) if state.header \
+                else f"no plan {record['plan_id']}"
+            log.warning("redrive of %s/%s refused: %s", record["plan_id"], record["task_id"],
+                        why)
+        for command in commands:
+            await self.effects.run(state, command, record, (partition, seq))
+
+    # -- assignment and recovery -----------------------------------------------------
+    async def on_assigned(self, ends: Mapping[int, int], committed: Mapping[int, int | None]
+                          ) -> None:
+        """Partitions were (re)assigned and tables recovered: wait to catch up, then act."""
+        self.ready = False
+        self.catchup.start(ends, committed)
+        log.info("event partitions assigned; reading up to %s before acting",
+                 dict(sorted(self.catchup.pending.items())) or "nothing (caught up)")
+        if self.catchup.done:
+            await self.recover()
+
+    async def recover(self) -> None:
+        """Rebuild what lives only in memory from the tables: in-flight work, the ready
+        queue, retry timers, undecided failures, unreported plans."""
+        p = self.ports
+        self.guard.restore()
+        tasks = list(p.tasks.items())
+        self.dispatch.restore(tasks)
+        self.timers.clear()
+        redone: dict[str, int] = {}
+        for key, task in tasks:
+            plan_id, task_id = split_key(key)
+            header = p.plans.get(plan_id)
+            if not header or not task:
+                continue
+            for cmd in F.recovery_commands(header, task_id, task):
+                redone[cmd.kind] = redone.get(cmd.kind, 0) + 1
+                await persist(partial(self.effects.run, plan_state(p.plans, p.tasks, plan_id),
+                                      cmd, None),
+                              what=f"recovering {cmd.kind} {key}", log=log, sleep=p.sleep)
+        for plan_id, header in list(p.plans.items()):
+            if header and F.plan_unreported(header):
+                redone["plan_done"] = redone.get("plan_done", 0) + 1
+                await persist(partial(self.effects.plan_done,
+                                      plan_state(p.plans, p.tasks, plan_id)),
+                              what="reporting a plan", log=log, sleep=p.sleep)
+        self.ready = True
+        log.info("caught up; state recovered: %s; %d in flight", ", ".join(
+            f"{n} {k}" for k, n in sorted(redone.items())) or "nothing to redo",
+            self.dispatcher.in_flight)
+
+    # -- workers and the link ---------------------------------------------------------
+    async def on_heartbeat_record(self, rec: RawRecord) -> None:
+        try:
+            event_type, hb = self.ports.codec.decode(rec.value or b"")
+        except DecodeError as exc:
+            await self.reject(rec, f"undecodable: {exc}")
+            return
+        if event_type != "WorkerHeartbeat":
+            await self.reject(rec, f"unexpected {event_type} on {T.WORKERS}")
+            return
+        now = self.ports.clock()
+        if hb["state"] == PROBE_STATE:
+            if hb["worker_id"] == self.probe_id:
+                self.probe_seen = now
+            return
+        if now - hb["at"] / 1000 > self.dispatcher.worker_timeout:
+            return  # an old heartbeat read after a restart says nothing about now
+        self.dispatcher.worker_seen(hb["worker_id"], capacity=hb["capacity"],
+                                    partitions=list(hb["partitions"]), state=hb["state"],
+                                    now=self.link.now(), running=list(hb["running"]))
+
+    @property
+    def probe_id(self) -> str:
+        return f"processor-{self.id}"
+
+    @property
+    def link_up(self) -> bool:
+        return self.ports.clock() - self.probe_seen < LINK_DOWN_AFTER_S
+
+    async def probe(self) -> None:
+        """Send ourselves a heartbeat; hearing it back says the broker link works."""
+        try:
+            _swallow(await self.ports.emit.event("WorkerHeartbeat", {
+                "worker_id": self.probe_id, "host": "", "pid": 0, "state": PROBE_STATE,
+                "capacity": 0, "running": [], "partitions": [], "at": self.ports.now_ms()},
+                topic=T.WORKERS, key=self.probe_id))
+        except Exception as exc:
+            log.debug("probe not sent: %s", exc)
+
+    # -- periodic work ----------------------------------------------------------------
+    async def tick(self) -> None:
+        """Once a second: the link clock, worker expiry, leases, breakers, the pump."""
+        self.link.tick(self.ports.clock(), self.link_up)
+        await self.probe()
+        if not self.ready:
+            return
+        gone = self.dispatcher.expire_workers(self.link.now())
+        if gone:
+            log.warning("workers silent for %.0fs: %s", self.dispatcher.worker_timeout,
+                        ", ".join(gone))
+        await self.dispatch.reclaim()
+        await self.guard.tick()
+        await self.pump()
+
+    async def fire_timers(self) -> None:
+        if not self.ready:
+            return
+        p = self.ports
+        for plan_id, task_id, attempt in self.timers.due(p.now_ms()):
+            task = p.tasks.get(f"{plan_id}/{task_id}")
+            if not task or task["status"] != F.RETRY_WAIT or task["attempt"] != attempt:
+                continue
+            event = {"event_id": decision_id(plan_id, task_id, attempt, "due"),
+                     "plan_id": plan_id, "task_id": task_id, "path": task["spec"]["path"],
+                     "kind": task["kind"], "attempt": attempt,
+                     "priority": float(task["spec"]["priority"]), "cache_key": "",
+                     "ready_at": p.now_ms()}
+            await persist(partial(p.emit.event, "TaskReady", event),
+                          what="firing a retry timer", log=log, sleep=p.sleep)
+
+    async def pump(self) -> int:
+        if not self.ready:
+            return 0
+        return await self.dispatch.pump()
+
+    async def metrics(self) -> None:
+        d = self.dispatcher
+        for name, value in (("backlog", d.backlog), ("in_flight", d.in_flight),
+                            ("workers", len(d.workers))):
+            try:
+                _swallow(await self.ports.emit.metric("scheduler", name, value))
+            except Exception as exc:
+                log.debug("metric not sent: %s", exc)
