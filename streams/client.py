@@ -55,6 +55,38 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
+async def plan_partition(settings: Settings, plan_id: str) -> int:
+    """The partition of devline.events that holds a plan's events (its key's partition,
+    as every producer's default partitioner computes it)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
+    try:
+        await consumer.start()
+    except Exception as exc:
+        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
+    try:
+        parts = [tp.partition for tp in await _partitions(consumer, settings.topic(T.EVENTS))]
+    finally:
+        await consumer.stop()
+    return int(DefaultPartitioner()(plan_id.encode(), parts, parts))
+
+
+async def sink_position(settings: Settings, partition: int) -> int | None:
+    """The file sink's committed offset in one partition of devline.events (None if it has
+    committed nothing there)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.group("devline-sink"))
+    finally:
+        await admin.close()
+    found = offsets.get(TopicPartition(settings.topic(T.EVENTS), partition))
+    return int(found.offset) if found is not None and found.offset >= 0 else None
+
+
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     for _ in range(50):
         parts = consumer.partitions_for_topic(topic)
@@ -73,11 +105,13 @@ async def _sleep(s: float) -> None:
 
 async def records(settings: Settings, topic: str, *, from_beginning: bool = True,
                   start: dict[int, int] | None = None, idle_timeout: float | None = 2.0,
-                  follow: bool = False) -> AsyncIterator[Any]:
+                  follow: bool = False, partitions: list[int] | None = None
+                  ) -> AsyncIterator[Any]:
     """Raw records of a topic without a consumer group (no offsets committed).
 
     Without `follow`, reads a snapshot: stops at the end offsets seen when it started (or
-    after `idle_timeout` seconds with nothing new, whichever comes first).
+    after `idle_timeout` seconds with nothing new, whichever comes first). `partitions`
+    limits the read to those partitions.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=settings.max_message_bytes,
@@ -85,6 +119,8 @@ async def records(settings: Settings, topic: str, *, from_beginning: bool = True
     await consumer.start()
     try:
         parts = await _partitions(consumer, settings.topic(topic))
+        if partitions is not None:
+            parts = [tp for tp in parts if tp.partition in partitions]
         consumer.assign(parts)
         for tp in parts:
             if start is not None:

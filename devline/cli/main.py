@@ -73,32 +73,44 @@ def topics_describe(ctx: typer.Context) -> None:
 def submit(
     ctx: typer.Context,
     plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON)")],
-    wait: Annotated[bool, typer.Option("--wait", help="Follow the plan to completion")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 600.0,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Follow the plan to completion with a progress bar")] = False,
+    verdict: Annotated[bool, typer.Option(
+        "--verdict/--no-verdict",
+        help="Wait for the planner's answer (accepted, or rejected with the reason)")] = True,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait: for the verdict, or with --wait for the whole plan")] = 600.0,
+    verdict_timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the planner's verdict")] = 30.0,
 ) -> None:
-    """Validate PLAN, publish it to devline.plans and print its plan id."""
-    from agents.planning import load_plan_file
+    """Validate PLAN, publish it to devline.plans and print its plan id.
+
+    Exit codes: 0 accepted (or done, with --wait), 1 invalid or rejected, 2 timed out,
+    3 stalled on a dead letter (with --wait).
+    """
+    from agents.executors.config import Executors
+    from agents.planning import load_plan_file, submission_digest
+    from devline.cli.progress import follow_plan
     from streams import topics as T
-    from streams.client import end_offsets, produce
+    from streams.client import produce
 
     settings = settings_of(ctx)
     try:
-        record = load_plan_file(plan)
-    except PlanError as exc:
+        known = (Executors.from_file(settings.executor_config).available()
+                 if settings.executor_config else None)
+        record = load_plan_file(plan, known)
+    except (PlanError, ConfigError) as exc:
         err.print(f"[red]invalid plan[/red] {escape(str(plan))}: {escape(str(exc))}")
         raise typer.Exit(1) from None
 
-    async def go() -> dict[int, int]:
-        start = await end_offsets(settings, T.EVENTS) if wait else {}
-        await produce(settings, T.PLANS, "PlanSubmitted", record, key=record["plan_id"])
-        return start
-
-    start = run_async(go())
+    run_async(produce(settings, T.PLANS, "PlanSubmitted", record, key=record["plan_id"]))
     print(record["plan_id"], flush=True)
-    if wait:
-        from devline.cli.progress import follow_plan
-
-        code = run_async(follow_plan(settings, record["plan_id"], start, timeout))
+    if wait or verdict:
+        code = run_async(follow_plan(settings, record["plan_id"], submission_digest(record),
+                                     timeout if wait else verdict_timeout,
+                                     verdict_only=not wait))
+        if code == 2 and not wait:
+            code = 0  # submitted; nobody answered yet (a warning says so)
         raise typer.Exit(code)
 
 

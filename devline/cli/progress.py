@@ -1,8 +1,18 @@
-"""Follow one plan through the event log with a progress bar, then print a summary."""
+"""Follow one submitted plan through the event log: the planner's verdict, a progress bar,
+the summary, and the file sink catching up.
+
+The plan's events are read from its own partition of devline.events, from the start, so a
+plan submitted again (same content: nothing to do; other content: rejected) is answered
+from what the log already holds. Acceptances and rejections carry the digest of the
+submission they answer, so a submitter never mistakes another plan's verdict for its own.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.markup import escape
@@ -12,55 +22,123 @@ from devline.cli.common import err, out
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
-from streams.client import records
+from streams.client import plan_partition, records, sink_position
+
+DONE, REJECTED, TIMED_OUT, STALLED = 0, 1, 2, 3
 
 
-async def follow_plan(settings: Settings, plan_id: str, start: dict[int, int],
-                      timeout: float) -> int:  # noqa: ASYNC109 - a deadline over many reads
-    """Exit code: 0 done, 1 rejected, 3 stalled (dead letters), 2 timed out."""
+@dataclass
+class Following:
+    """What the log has said so far about one submission."""
+
+    plan_id: str
+    digest: str
+    accepted: bool = False
+    total: int = 0
+    other_content: bool = False
+    done: set[str] = field(default_factory=set)
+    summary: dict[str, Any] = field(default_factory=dict)
+    completed_at: tuple[int, int] | None = None  # (partition, offset) of PlanCompleted
+
+    def ours(self, ev: dict[str, Any]) -> bool:
+        return ev.get("digest") in (None, self.digest)
+
+
+async def follow_plan(settings: Settings, plan_id: str, digest: str, within: float, *,
+                      verdict_only: bool = False) -> int:
+    """Exit code: 0 done (or accepted, with `verdict_only`), 1 rejected, 3 stalled (dead
+    letters), 2 timed out."""
     codec = Codec.from_settings(settings)
-    deadline = time.monotonic() + timeout
     key = plan_id.encode()
-    summary: dict[str, Any] = {}
+    code: int | None = None
+    state = Following(plan_id, digest)
+    partition = await plan_partition(settings, plan_id)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=err,
-                  transient=False) as bar:
+                  transient=verdict_only, disable=verdict_only) as bar:
         task = bar.add_task(f"plan {plan_id}", total=None, note="waiting for the planner")
-        async for record in records(settings, T.EVENTS, start=start, idle_timeout=None,
-                                    follow=True):
-            if time.monotonic() > deadline:
-                err.print(f"[yellow]timed out after {timeout:.0f}s[/yellow]")
-                return 2
-            if record.key != key:
-                continue
-            try:
-                event_type, ev = codec.decode(record.value or b"")
-            except Exception:  # noqa: S112 - shown by `devline tail`, not fatal here
-                continue
-            if event_type == "PlanAccepted":
-                bar.update(task, total=len(ev["tasks"]), note="running")
-            elif event_type == "PlanRejected":
-                bar.stop()
-                err.print(f"[red]plan rejected:[/red] {escape(ev['reason'])}")
-                return 1
-            elif event_type == "TaskCompleted":
-                summary["last"] = ev["path"]
-                bar.update(task, advance=1, note=ev["path"] + (" (cached)" if ev["cached"] else ""))
-            elif event_type == "TaskRetryScheduled":
-                bar.update(task, note=f"retry {ev['path']} in {ev['delay_ms']}ms")
-            elif event_type == "TaskDeadLettered":
-                bar.stop()
-                err.print(f"[red]dead letter:[/red] {ev['path']} after {ev['attempts']} "
-                          f"attempts: {ev['reason']} (see `devline tail devline.escalations`)")
-                return 3
-            elif event_type == "PlanCompleted":
-                bar.update(task, note="done")
-                summary.update(ev)
-                break
-            if time.monotonic() > deadline:
-                err.print(f"[yellow]timed out after {timeout:.0f}s[/yellow]")
-                return 2
-    out.print(f"plan {plan_id} done: {summary['files']} files, makespan "
-              f"{summary['makespan_ms'] / 1000:.2f}s, executor runs {summary['executor_runs']}, "
-              f"cache hits {summary['cache_hits']}")
-    return 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                async for record in records(settings, T.EVENTS, start={partition: 0},
+                                            partitions=[partition], idle_timeout=None,
+                                            follow=True):
+                    if record.key != key:
+                        continue
+                    try:
+                        event_type, ev = codec.decode(record.value or b"")
+                    except Exception:  # noqa: S112 - shown by `devline tail`, not fatal
+                        continue
+                    code = _step(state, event_type, ev, bar, task)
+                    if code == DONE and event_type == "PlanCompleted":
+                        state.completed_at = (record.partition, record.offset)
+                    if code is not None:
+                        break
+                    if verdict_only and state.accepted:
+                        return DONE
+        if code is not None:
+            return await _finish(settings, state, code)
+        err.print(f"[yellow]timed out after {within:.0f}s[/yellow]"
+                  + ("" if state.accepted else ": no answer from the planner (is `devline "
+                     "run` or `devline processor` running?)"))
+        return TIMED_OUT
+
+
+def _step(state: Following, event_type: str, ev: dict[str, Any], bar: Progress,
+          task: Any) -> int | None:
+    if event_type == "PlanAccepted":
+        if state.ours(ev):
+            state.accepted, state.total = True, len(ev["tasks"])
+            state.done.clear()
+            bar.update(task, total=state.total, completed=0, note="running")
+        else:
+            state.other_content = True
+    elif event_type == "PlanRejected":
+        if ev.get("digest") == state.digest or (ev.get("digest") is None
+                                                and not state.accepted):
+            bar.stop()
+            err.print(f"[red]plan rejected:[/red] {escape(ev['reason'])}")
+            return REJECTED
+    elif not state.accepted:
+        return None
+    elif event_type == "TaskCompleted" and ev["task_id"] not in state.done:
+        state.done.add(ev["task_id"])
+        bar.update(task, completed=len(state.done),
+                   note=ev["path"] + (" (cached)" if ev["cached"] else ""))
+    elif event_type == "TaskRetryScheduled":
+        bar.update(task, note=f"retry {ev['path']} in {ev['delay_ms']}ms")
+    elif event_type == "TaskDeadLettered":
+        bar.stop()
+        err.print(f"[red]dead letter:[/red] {ev['path']} after {ev['attempts']} "
+                  f"attempts: {ev['reason']} (see `devline dlq list`)")
+        return STALLED
+    elif event_type == "PlanCompleted":
+        bar.update(task, note="done")
+        state.summary.update(ev)
+        return DONE
+    return None
+
+
+async def _finish(settings: Settings, state: Following, code: int) -> int:
+    if code != DONE:
+        return code
+    s = state.summary
+    out.print(f"plan {state.plan_id} done: {s['files']} files, makespan "
+              f"{s['makespan_ms'] / 1000:.2f}s, executor runs {s['executor_runs']}, "
+              f"cache hits {s['cache_hits']}")
+    if state.completed_at is not None:
+        await _wait_for_sink(settings, *state.completed_at)
+    return DONE
+
+
+async def _wait_for_sink(settings: Settings, partition: int, offset: int,
+                         within: float = 30.0) -> None:
+    """The file sink writes files as a stage of its own: wait until it is past the plan."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        position = await sink_position(settings, partition)
+        if position is not None and position > offset:
+            out.print(f"files written under {settings.workspace.resolve()}")
+            return
+        await asyncio.sleep(0.2)
+    err.print(f"[yellow]the file sink has not written this plan's files within {within:.0f}s "
+              "(is `devline run` or `devline sink` running?)[/yellow]")

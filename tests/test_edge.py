@@ -1,0 +1,217 @@
+"""The edge's failure policy and dispatch memory, on in-memory ports (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError
+
+from agents.scheduling.stale import stale_reason
+from streams import topics as T
+from streams.edge.persist import BUG_TRIES, Unexpected, persist
+from streams.sink import Materializer
+from tests.sim import Sim
+
+log = logging.getLogger("test")
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def plan(plan_id: str = "p1", files: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"plan_id": plan_id, "project": "edge", "name": plan_id,
+            "files": files or [{"path": "a.py", "content": "A = 1\n"},
+                               {"path": "b.py", "content": "from a import A\n"}]}
+
+
+# -- our own failures ------------------------------------------------------------------
+def test_a_send_that_keeps_failing_is_retried_until_it_goes_through() -> None:
+    calls = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 30:
+            raise KafkaTimeoutError("broker away")
+        return "sent"
+
+    assert asyncio.run(persist(flaky, what="send", log=log, sleep=_no_sleep)) == "sent"
+    assert len(calls) == 30  # never given up on, never blamed on the record
+
+
+def test_a_bug_is_retried_a_few_times_then_reported() -> None:
+    calls = []
+
+    async def broken() -> None:
+        calls.append(1)
+        raise KeyError("spec")
+
+    with pytest.raises(Unexpected, match="KeyError"):
+        asyncio.run(persist(broken, what="fold", log=log, sleep=_no_sleep))
+    assert len(calls) == BUG_TRIES
+
+
+def test_failed_sends_while_handling_a_valid_record_lose_nothing() -> None:
+    """Every send fails 3 times before it goes through: the plan still completes, nothing is
+    dead-lettered, every task ran once."""
+
+    async def go() -> Sim:
+        sim = Sim()
+        real = sim.log.send
+        failures: dict[int, int] = {}
+
+        async def flaky(topic: str, **kw: Any) -> None:
+            n = len(sim.log.topics[topic])
+            failures[n] = failures.get(n, 0) + 1
+            if failures[n] <= 3 and topic != T.WORKERS:
+                raise KafkaTimeoutError(f"send to {topic} failed")
+            await real(topic, **kw)
+
+        sim.ports.emit._send = flaky
+        sim.submit(plan())
+        await sim.run(lambda s: s.reported("p1"))
+        return sim
+
+    sim = asyncio.run(go())
+    assert sim.log.topics[T.DLQ] == []
+    assert sim.outcome()["plans"]["p1"]["done"] == 2
+    assert set(sim.outcome()["runs"].values()) == {1}
+
+
+def test_a_record_that_trips_a_bug_is_parked_and_the_stream_goes_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.edge import effects
+
+    async def go() -> Sim:
+        sim = Sim()
+        sim.submit(plan("p1"))
+        original = effects.Effects.plan_done
+
+        async def boom(self: Any, state: Any) -> None:
+            if state.header["plan_id"] == "p1":
+                raise ZeroDivisionError("a bug")
+            await original(self, state)
+
+        monkeypatch.setattr(effects.Effects, "plan_done", boom)
+        await sim.run(lambda s: s.plan("p1").get("status") == "done"
+                      and s.pos >= len(s.log.topics[T.EVENTS]))
+        sim.submit(plan("p2", [{"path": "z.py", "content": "Z = 1\n"}]))
+        await sim.run(lambda s: s.reported("p2"))
+        return sim
+
+    sim = asyncio.run(go())
+    (letter,) = sim.log.topics[T.DLQ]
+    assert letter.header("dlq-reason").startswith("processing failed (a devline bug")
+    assert "ZeroDivisionError" in letter.header("dlq-reason")
+
+
+def test_records_that_are_not_valid_events_go_to_the_dlq_with_the_reason() -> None:
+    async def go() -> Sim:
+        sim = Sim()
+        sim.log.append(T.EVENTS, b"p9", b"\x00garbage")
+        pid = sim.submit(plan())
+        rec = sim.log.topics[T.EVENTS][-1]
+        sim.log.append(T.EVENTS, b"wrong-key", rec.value, list(rec.headers))
+        await sim.run(lambda s: s.reported(pid))
+        return sim
+
+    sim = asyncio.run(go())
+    reasons = [r.header("dlq-reason") or "" for r in sim.log.topics[T.DLQ]]
+    assert len(reasons) == 2
+    assert reasons[0].startswith("undecodable")
+    assert "not by its plan id" in reasons[1]
+
+
+# -- dispatch memory ---------------------------------------------------------------------
+def test_nothing_is_dispatched_before_the_log_is_read_to_its_end() -> None:
+    async def go() -> Sim:
+        sim = Sim()
+        sim.submit(plan())
+        await sim.run(lambda s: len(s.log.topics[T.WORK_DEV]) == 1)
+        # A new processor whose partition ends far beyond its committed offset.
+        sim.committed = 0
+        await sim.restart()
+        logged = len(sim.events("TaskDispatched"))
+        while not sim.proc.ready:
+            sim.worker.heartbeat()
+            await sim.step()
+            assert await sim.proc.pump() == 0
+        assert len(sim.events("TaskDispatched")) == logged
+        await sim.run(lambda s: s.reported("p1"))
+        return sim
+
+    sim = asyncio.run(go())
+    items = [sim.codec.decode(r.value or b"")[1] for r in sim.log.topics[T.WORK_DEV]]
+    ids = {(i["task_id"], i["dispatch_id"]) for i in items}
+    assert sorted(t for t, _ in ids) == ["a.py", "b.py"]  # a resent copy, never a 2nd dispatch
+    assert set(sim.outcome()["runs"].values()) == {1}
+
+
+def test_a_dispatch_whose_worker_vanished_is_reopened_once_after_the_lease() -> None:
+    async def go() -> Sim:
+        sim = Sim()
+        sim.submit(plan(files=[{"path": "a.py", "content": "A = 1\n"}]))
+        sim.worker.step = lambda: False  # type: ignore[method-assign]  # w1 dies silently
+        await sim.run(lambda s: len(s.log.topics[T.WORK_DEV]) == 1)
+        sim.worker.heartbeat = lambda: None  # type: ignore[method-assign]
+        for _ in range(40):  # 40 s of silence from w1; the processor hears itself
+            sim.clock.advance(1.0)
+            await sim.proc.tick()
+            await sim.step()
+        return sim
+
+    sim = asyncio.run(go())
+    ready = [ev for et, ev in sim.events("TaskReady")]
+    assert len(ready) == 1 and ready[0]["task_id"] == "a.py"
+
+
+def test_a_broker_outage_pauses_worker_expiry_and_leases() -> None:
+    async def go() -> Sim:
+        sim = Sim()
+        sim.submit(plan(files=[{"path": "a.py", "content": "A = 1\n"}]))
+        sim.worker.step = lambda: False  # type: ignore[method-assign]
+        await sim.run(lambda s: len(s.log.topics[T.WORK_DEV]) == 1)
+        for _ in range(60):  # the link is down: no probe comes back, no heartbeat either
+            sim.clock.advance(1.0)
+            await sim.proc.tick()
+            sim.log.topics[T.WORKERS].clear()
+            sim.hb_pos = 0
+        assert sim.proc.dispatcher.workers  # w1 not declared gone
+        return sim
+
+    sim = asyncio.run(go())
+    assert sim.events("TaskReady") == []
+
+
+# -- workers -------------------------------------------------------------------------------
+def test_a_work_item_is_stale_once_the_log_moved_past_it() -> None:
+    item = {"dispatch_id": "d1", "plan_id": "p", "task_id": "a.py"}
+    assert stale_reason(item, [("TaskDispatched", {"dispatch_id": "d1"})], []) is None
+    assert "already ran" in (stale_reason(item, [("TaskCompleted", {"dispatch_id": "d1"})],
+                                          []) or "")
+    assert "superseded: TaskReady" in (stale_reason(item, [("TaskReady", {"attempt": 1})],
+                                                    []) or "")
+    assert "running on w2" in (stale_reason(item, [], ["w2"]) or "")
+
+
+def test_the_sink_writes_each_file_once_and_leaves_equal_files_alone(tmp_path: Path) -> None:
+    from streams.edge.fake import CrashPlan, FakeStore
+
+    async def go() -> Materializer:
+        store = FakeStore(CrashPlan())
+        sink = Materializer(tmp_path, store)
+        data = b"X = 1\n"
+        digest = await store.put(data)
+        ev = {"plan_id": "p", "project": "proj", "path": "pkg/x.py", "content": None,
+              "content_hash": digest}
+        for _ in range(3):  # redelivered twice
+            await sink.materialize(ev)
+        return sink
+
+    sink = asyncio.run(go())
+    assert (tmp_path / "proj" / "pkg" / "x.py").read_bytes() == b"X = 1\n"
+    assert (sink.written, sink.unchanged) == (1, 2)
