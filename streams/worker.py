@@ -17,11 +17,11 @@ import socket
 import tempfile
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.executors.config import Executors
 from agents.types import DepContext, ExecutionResult, WorkItem
@@ -30,6 +30,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.emit import dead_letter_headers, headers_for, new_id, now_ms
+from streams.offsets import OffsetBook, RebalanceListener
 from streams.staleness import StalenessProbe
 
 log = logging.getLogger("devline.worker")
@@ -52,41 +53,6 @@ def work_item(record: dict[str, Any]) -> WorkItem:
     )
 
 
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        # Finish (briefly) and commit work from partitions we are losing, so their next
-        # owner does not run it again. Longer tasks go on; their commit may then fail and
-        # the new owner redoes them (at-least-once; the fold ignores the second result).
-        gone = set(revoked)
-        w = self.worker
-        for tp, record in w.fetched:
-            if tp in gone:  # remember where to resume if the partition comes back to us
-                w.dropped[tp] = min(record.offset, w.dropped.get(tp, record.offset))
-        w.fetched = deque((tp, r) for tp, r in w.fetched if tp not in gone)
-        for tp in gone:  # not started here: the partition's next owner gets them
-            started = {off for _, (t, off, _) in w.running.items() if t == tp}
-            w._pending[tp] = {o for o in w._pending.get(tp, set())
-                              if o in started or o in w._done.get(tp, set())}
-        losing = [t for t, (tp, _, _) in w.running.items() if tp in gone]
-        if losing:
-            await asyncio.wait(losing, timeout=w.revoke_wait_s)
-        await w.commit()
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        w = self.worker
-        for tp in assigned:
-            if tp in w.dropped and w.consumer is not None:
-                # Our fetch position moved past records we dropped unstarted: go back.
-                w.consumer.seek(tp, w.dropped[tp])
-        w.dropped.clear()
-        self.worker.partitions = sorted(tp.partition for tp in assigned)
-        log.info("worker %s owns partitions %s", self.worker.worker_id, self.worker.partitions)
-        await self.worker.heartbeat()
-
-
 class Worker:
     """One worker process with `slots` concurrent tasks."""
 
@@ -101,19 +67,14 @@ class Worker:
         self.slots = slots or settings.worker_slots
         self.heartbeat_s = heartbeat_s
         self.grace_s = grace_s
-        self.revoke_wait_s = 10.0
-        # Records fetched but not started (only after a rebalance or a race: the
-        # dispatcher sends work to free slots). Uncommitted, so never lost.
-        self.fetched: deque[tuple[TopicPartition, Any]] = deque()
-        self.dropped: dict[TopicPartition, int] = {}  # revoked before they started
+        self.revoke_wait_s = 2.0
+        self.offsets = OffsetBook()
         self.codec = Codec.from_settings(settings)
         self.partitions: list[int] = []
         self.running: dict[asyncio.Task[None], tuple[TopicPartition, int, str]] = {}
         self.state = "starting"
         self.stopping = asyncio.Event()
         self.executors = Executors.from_file(settings.executor_config)
-        self._pending: dict[TopicPartition, set[int]] = {}
-        self._done: dict[TopicPartition, set[int]] = {}
         self.producer: AIOKafkaProducer | None = None
         self.consumer: AIOKafkaConsumer | None = None
         self.completed = 0
@@ -139,7 +100,7 @@ class Worker:
         await self.producer.start()
         await self.consumer.start()
         await self._wait_for_topic(s.topic(T.WORK_DEV))
-        self.consumer.subscribe([s.topic(T.WORK_DEV)], listener=_Listener(self))
+        self.consumer.subscribe([s.topic(T.WORK_DEV)], listener=RebalanceListener(self))
         beat = asyncio.create_task(self._beat_loop())
         try:
             await self._loop()
@@ -186,17 +147,16 @@ class Worker:
                 continue
             if self.state != "draining":
                 self.state = "idle" if not self.running else "busy"
-            if not self.fetched:
+            if not self.offsets.fetched:
                 # No max_records cap: a partially drained fetch makes aiokafka leave that
                 # partition out of its next long poll, delaying the next item ~fetch wait.
                 batch = await self.consumer.getmany(timeout_ms=200)
                 for tp, records in batch.items():
                     for record in records:
-                        self._pending.setdefault(tp, set()).add(record.offset)
-                        self.fetched.append((tp, record))
+                        self.offsets.fetch(tp, record)
             started = False
-            while free > 0 and self.fetched:
-                tp, record = self.fetched.popleft()
+            while free > 0 and self.offsets.fetched:
+                tp, record = self.offsets.fetched.popleft()
                 task = asyncio.create_task(self._handle(tp, record))
                 self.running[task] = (tp, record.offset, "")
                 task.add_done_callback(self._finished)
@@ -216,24 +176,13 @@ class Worker:
             log.error("task %s at %s@%d could not report its result: %r", name or "?", tp,
                       offset, task.exception())
             return
-        self._done.setdefault(tp, set()).add(offset)
+        self.offsets.finished(tp, offset)
         asyncio.get_running_loop().create_task(self.commit())
 
     async def commit(self) -> None:
         """Commit, per partition, past the longest run of finished offsets."""
         assert self.consumer is not None
-        offsets: dict[TopicPartition, int] = {}
-        for tp, pending in self._pending.items():
-            done = self._done.get(tp, set())
-            commit = None
-            for offset in sorted(pending):
-                if offset not in done:
-                    break
-                commit = offset
-            if commit is not None:
-                offsets[tp] = commit + 1
-                self._pending[tp] = {o for o in pending if o > commit}
-                self._done[tp] = {o for o in done if o > commit}
+        offsets = self.offsets.commit_points()
         if offsets:
             try:
                 await self.consumer.commit(offsets)

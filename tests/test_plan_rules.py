@@ -72,7 +72,7 @@ def test_executors_must_be_configured_where_the_planner_runs() -> None:
     validate(rec)  # the CLI without the operator's config checks the name only
     with pytest.raises(PlanError, match="not configured on this cluster"):
         validate(rec, executors=["demo"])
-    with pytest.raises(PlanError, match="options.executor"):
+    with pytest.raises(PlanError, match=r"options\.executor"):
         validate(record(options={"executor": "http"}), executors=["demo"])
     validate(rec, executors=["demo", "command"])
 

@@ -7,6 +7,9 @@ Per-file `simulate` options make it useful for tests and benchmarks:
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import time
 from pathlib import Path
 
 from agents.types import ExecutionResult, WorkItem
@@ -29,13 +32,33 @@ class DemoExecutor:
 
     name = "demo"
 
-    def __init__(self, time_scale: float = 1.0) -> None:
+    def __init__(self, time_scale: float = 1.0, journal: str | None = None) -> None:
         self.time_scale = time_scale
+        self.journal = journal
 
     def identity(self) -> str:
         return "demo/1"
 
+    def _note(self, what: str, item: WorkItem) -> None:
+        if self.journal is None:
+            return
+        line = json.dumps({"run": what, "plan": item.plan_id, "task": item.task_id,
+                           "attempt": item.attempt, "dispatch": item.dispatch_id,
+                           "pid": os.getpid(), "at": time.time()})
+        # One short O_APPEND write per line: lines from many workers do not interleave.
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+
     async def run(self, item: WorkItem, sandbox: Path) -> ExecutionResult:
+        self._note("start", item)
+        result = await self._run(item, sandbox)
+        self._note("finish", item)
+        return result
+
+    async def _run(self, item: WorkItem, sandbox: Path) -> ExecutionResult:
         sim = item.simulate or {}
         duration = float(sim.get("duration_s") or 0.0) * self.time_scale
         if duration > 0:

@@ -6,6 +6,8 @@ except argv, comma-separated, mappings JSON objects.
 
 demo
     time_scale (float >= 0, default 1.0) — multiplies simulated durations.
+    journal (a file path) — appends one JSON line per run start and finish (chaos runs
+    count executor runs with it; not part of the identity).
 command
     argv (list of str, required; never a string — there is no shell),
     timeout_s (600), grace_s (5; SIGTERM → SIGKILL), env_allow (names passed through from
@@ -140,10 +142,11 @@ def _json_text(value: Any, opener: str) -> Any:
 
 def _demo(keys: _Keys, env: Mapping[str, str]) -> Executor:
     scale = keys.number("time_scale", 1.0)
+    journal = keys.raw("journal", None)
     keys.done()
     if scale < 0:
         raise ConfigError("executor 'demo': 'time_scale' must be >= 0")
-    return DemoExecutor(time_scale=scale)
+    return DemoExecutor(time_scale=scale, journal=str(journal) if journal else None)
 
 
 def _command(keys: _Keys, env: Mapping[str, str]) -> Executor:
