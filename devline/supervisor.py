@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agents.resilience.autoscale import ScaleDecision
 from devline.scaling import (
@@ -37,6 +38,7 @@ from devline.settings import Settings
 log = logging.getLogger("devline.supervisor")
 
 STOP_MARGIN_S = 15.0  # beyond a worker's grace: commit, leave the group, close clients
+SPARE_DELAY_S = 5.0  # a processor's spare is started this long after the processor
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -61,6 +63,9 @@ class Child:
     started: float = field(default_factory=time.monotonic)
     restart_at: float | None = None  # set while a crashed child waits out its pause
     drain_deadline: float | None = None  # set once the scaler asked it to stop
+    # A processor's warm spare: imported and built, waiting on stdin to start. Promoting
+    # it skips interpreter start-up and imports (seconds on a busy machine) on failover.
+    spare: asyncio.subprocess.Process | None = None
 
     @property
     def draining(self) -> bool:
@@ -74,7 +79,8 @@ class Child:
 class Supervisor:
     def __init__(self, settings: Settings, workers: int | None = None, *,
                  worker_args: list[str] | None = None, processor: bool = True,
-                 sink: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+                 sink: bool = True, spares: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if workers is not None:  # a fixed-size pool
             settings = settings.updated(min_workers=workers, max_workers=workers)
         self.settings = settings
@@ -93,6 +99,8 @@ class Supervisor:
         self._blind = True  # until the processor's first load reading arrives
         self.wake = asyncio.Event()
         self.with_sink = sink
+        self.spares = spares
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def workers(self) -> list[Child]:
@@ -122,12 +130,44 @@ class Supervisor:
                 f"{socket.gethostname()}-processor-{child.index}"}
 
     async def spawn(self, child: Child) -> None:
-        child.proc = await asyncio.create_subprocess_exec(*self.argv(child),
-                                                          env=self.env_for(child))
+        spare = child.spare
+        if spare is not None and spare.returncode is None and spare.stdin is not None:
+            spare.stdin.write(b"start\n")
+            with contextlib.suppress(ConnectionError):
+                await spare.stdin.drain()
+            child.proc, child.spare = spare, None
+            how = "promoted its warm spare"
+        else:
+            child.proc = await asyncio.create_subprocess_exec(*self.argv(child),
+                                                              env=self.env_for(child))
+            how = "started"
         child.started = self.clock()
         child.restart_at = None
-        log.info("started %s-%d (pid %d)", child.role, child.index, child.proc.pid)
-        asyncio.get_running_loop().create_task(self._watch(child.proc))
+        log.info("%s %s-%d (pid %d)", how, child.role, child.index, child.proc.pid)
+        self._background(self._watch(child.proc))
+        if child.role == "processor" and self.spares:
+            self._background(self._prepare_spare(child))
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._tasks.discard)
+
+    async def _prepare_spare(self, child: Child) -> None:
+        """Start the next spare once the processor is up (not competing with its start)."""
+        await asyncio.sleep(max(SPARE_DELAY_S, restart_pause(child.restarts)))
+        if self.stopping.is_set() or child.spare is not None:
+            return
+        spare = child.spare = await asyncio.create_subprocess_exec(
+            *self.argv(child), "--standby", env=self.env_for(child),
+            stdin=asyncio.subprocess.PIPE)
+        log.debug("processor-%d spare ready to start (pid %d)", child.index, spare.pid)
+        code = await spare.wait()
+        if child.spare is spare and not self.stopping.is_set():  # died before it was needed
+            child.spare = None
+            log.warning("processor-%d spare exited with %s; preparing another", child.index,
+                        code)
+            await self._prepare_spare(child)
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
@@ -202,6 +242,9 @@ class Supervisor:
                 self.drain(child)
         await asyncio.gather(*(self.wait_or_kill(c) for c in self.workers))
         for child in self.children:
+            if child.spare is not None and child.spare.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.spare.kill()
             if child.role in ("processor", "sink") and child.running:
                 assert child.proc is not None
                 with contextlib.suppress(ProcessLookupError):
@@ -244,7 +287,8 @@ class Supervisor:
                         child.index, code, uptime)
                 continue
             child.restarts = child.restarts + 1 if uptime < 30 else 1
-            pause = restart_pause(child.restarts)
+            warm = child.spare is not None and child.spare.returncode is None
+            pause = 0.0 if warm else restart_pause(child.restarts)
             log.warning("%s-%d exited with %s after %.1fs; restarting in %gs", child.role,
                         child.index, code, uptime, pause)
             child.proc = None

@@ -91,8 +91,8 @@ def pids_of(group: int, role: str) -> dict[str, int]:
             continue
         pgrp = int(stat.rsplit(")", 1)[1].split()[2])
         args = [a.decode(errors="replace") for a in argv if a]
-        if pgrp != group or "devline" not in args or role not in args:
-            continue
+        if pgrp != group or "devline" not in args or role not in args or "--standby" in args:
+            continue  # a processor's warm spare is not the processor
         name = args[args.index("--worker-id") + 1] if "--worker-id" in args else role
         found[name] = int(entry.name)
     return found
@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object per run")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the broker is killed on purpose
     up = kafka(args.port, "start")
     if up.returncode != 0:
         print(up.stderr, file=sys.stderr)

@@ -29,10 +29,12 @@ READ_TIMEOUT_S = 15.0
 
 
 class StalenessProbe:
-    def __init__(self, settings: Settings, codec: Codec, worker_id: str) -> None:
+    def __init__(self, settings: Settings, codec: Codec, worker_id: str,
+                 slot: str | None = None) -> None:
         self.settings = settings
         self.codec = codec
         self.worker_id = worker_id
+        self.slot = slot  # earlier incarnations of our slot are dead: Kafka fenced them
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()  # one assignment at a time on the shared consumer
         self.checks = 0
@@ -93,6 +95,10 @@ class StalenessProbe:
                 continue
         return found
 
+    def _us(self, worker_id: str) -> bool:
+        return worker_id == self.worker_id or (
+            self.slot is not None and worker_id.rsplit(".", 1)[0] == self.slot)
+
     async def _running_elsewhere(self, consumer: AIOKafkaConsumer, item: dict[str, Any]
                                  ) -> list[str]:
         topic = self.settings.topic(T.WORKERS)
@@ -111,7 +117,7 @@ class StalenessProbe:
                 event_type, hb = self.codec.decode(r.value or b"")
             except DecodeError:
                 continue
-            if event_type == "WorkerHeartbeat" and hb["worker_id"] != self.worker_id:
+            if event_type == "WorkerHeartbeat" and not self._us(hb["worker_id"]):
                 latest[hb["worker_id"]] = hb
         name = f"{item['plan_id']}/{item['task_id']}"
         return sorted(w for w, hb in latest.items()

@@ -64,6 +64,9 @@ class Worker:
         # old one are recognised as someone else's (and checked before they run).
         self.worker_id = (f"{worker_id}.{os.getpid()}" if worker_id else
                           f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}")
+        # A stable id is a slot: the group knows it as a static member, so a restarted
+        # worker takes its partitions back at once (no session timeout, no rebalance).
+        self.slot = worker_id
         self.slots = slots or settings.worker_slots
         self.heartbeat_s = heartbeat_s
         self.grace_s = grace_s
@@ -80,7 +83,7 @@ class Worker:
         self.completed = 0
         self.skipped = 0
         self.seen: OrderedDict[str, None] = OrderedDict()  # dispatch ids taken (duplicates)
-        self.probe = StalenessProbe(settings, self.codec, self.worker_id)
+        self.probe = StalenessProbe(settings, self.codec, self.worker_id, self.slot)
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -92,7 +95,7 @@ class Worker:
                                          **s.kafka_common())
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap, group_id=s.group("devline-workers"),
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            enable_auto_commit=False, auto_offset_reset="earliest", group_instance_id=self.slot,
             max_poll_interval_ms=3_600_000, session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000, fetch_max_wait_ms=100,
             metadata_max_age_ms=METADATA_AGE_MS,

@@ -47,7 +47,7 @@ def test_every_plan_the_pipeline_cannot_carry_out_is_rejected_with_the_reason(
         topics: Settings) -> None:
     settings = topics
     with running_pipeline(settings, workers=1):
-        for plan_id, (changes, reason) in BAD.items():
+        for plan_id, (changes, _) in BAD.items():
             send(settings, raw_plan(plan_id, **changes))
         good = raw_plan("good")
         send(settings, good)

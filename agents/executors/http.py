@@ -24,15 +24,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from pydantic import SecretStr
 
 from agents.executors.fingerprint import config_fingerprint
 from agents.executors.sandbox import check_relative, write_output
 from agents.types import ExecutionResult, WorkItem
 from devline.errors import ConfigError, ExecutorError, WorkspaceError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 VERSION = 1
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -269,6 +271,8 @@ class HttpExecutor:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if c.api_key is not None:
             headers["Authorization"] = f"Bearer {c.api_key.get_secret_value()}"
+        import aiohttp  # here, not at import: workers that never call an LLM start faster
+
         timeout = aiohttp.ClientTimeout(total=c.timeout_s)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, session.post(

@@ -68,7 +68,12 @@ def with_overrides(settings: Settings, **flags: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-def processor(ctx: typer.Context) -> None:
+def processor(
+    ctx: typer.Context,
+    standby: Annotated[bool, typer.Option(
+        "--standby", help="Load and build everything, then wait for a line on stdin before "
+        "connecting (a warm spare `devline run` promotes when the processor dies)")] = False,
+) -> None:
     """Run only the stream processor (Faust worker: planner, scheduler, registry)."""
     import faust
 
@@ -76,6 +81,8 @@ def processor(ctx: typer.Context) -> None:
 
     settings = settings_of(ctx)
     pipeline = build(settings)
+    if standby and not sys.stdin.readline():
+        raise typer.Exit(0)  # stdin closed: the supervisor is gone, nothing to stand in for
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), quiet=True,
                           override_logging=False)
     worker.execute_from_commandline()
