@@ -70,7 +70,7 @@ def test_a_plan_id_is_accepted_once(topics: Settings) -> None:
         wait_for(settings, "same-id", {"PlanCompleted"}, 60)
         send(settings, first)  # the same plan again: nothing to do
         send(settings, other)  # other content under the id: refused
-        kind, rejected = wait_for(settings, "same-id", {"PlanRejected"}, 60)
+        _, rejected = wait_for(settings, "same-id", {"PlanRejected"}, 60)
         evs = plan_events(settings, "same-id")
     assert "already accepted for other content" in rejected["reason"]
     assert rejected["digest"] == submission_digest(other)
