@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -91,8 +92,8 @@ def pids_of(group: int, role: str) -> dict[str, int]:
             continue
         pgrp = int(stat.rsplit(")", 1)[1].split()[2])
         args = [a.decode(errors="replace") for a in argv if a]
-        if pgrp != group or "devline" not in args or role not in args or "--standby" in args:
-            continue  # a processor's warm spare is not the processor
+        if pgrp != group or "devline" not in args or role not in args:
+            continue
         name = args[args.index("--worker-id") + 1] if "--worker-id" in args else role
         found[name] = int(entry.name)
     return found
@@ -195,8 +196,19 @@ async def kill_worker(group: int, watch: Watch, say: Any) -> dict[str, Any]:
             "tasks": sorted(tasks)}
 
 
-async def kill_processor(group: int, watch: Watch, say: Any) -> dict[str, Any]:
-    (pid,) = (await until("the processor", lambda: pids_of(group, "processor"), 60)).values()
+def processor_pid(run_log: Path) -> int | None:
+    """The running processor, as the supervisor last reported it (a promoted warm spare
+    keeps its `--standby` command line)."""
+    found = None
+    for line in run_log.read_text(errors="replace").splitlines():
+        if m := re.search(r"(?:started|promoted its warm spare) processor-0 \(pid (\d+)\)",
+                          line):
+            found = int(m.group(1))
+    return found
+
+
+async def kill_processor(run_log: Path, watch: Watch, say: Any) -> dict[str, Any]:
+    pid = await until("the processor", lambda: processor_pid(run_log), 60)
     os.kill(pid, signal.SIGKILL)
     at = time.time()
     say(f"  SIGKILL processor (pid {pid})")
@@ -297,7 +309,7 @@ async def run_seed(args: argparse.Namespace, seed: int, work: Path, out: IO[byte
             if kind == "worker":
                 done_faults.append(await kill_worker(run.pid, watch, say))
             elif kind == "processor":
-                done_faults.append(await kill_processor(run.pid, watch, say))
+                done_faults.append(await kill_processor(work / "run.log", watch, say))
             else:
                 done_faults.append(await kill_broker(args.port, broker_downs.pop(0), watch,
                                                      say))

@@ -129,7 +129,7 @@ class FileSink:
                 log.warning("writing %s/%s failed (%s); retrying in %.1fs", ev["plan_id"],
                             ev["path"], exc, pause)
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 10.0)
+                pause = min(pause * 2, 2.0)
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer

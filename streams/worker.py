@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -24,13 +23,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.executors.config import Executors
-from agents.types import DepContext, ExecutionResult, WorkItem
-from devline.errors import DecodeError, DevlineError, ExecutorError
+from agents.types import DepContext, WorkItem
+from devline.errors import DecodeError, ExecutorError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
-from streams.emit import dead_letter_headers, headers_for, new_id, now_ms
+from streams.emit import dead_letter_headers, now_ms
 from streams.offsets import OffsetBook, RebalanceListener
+from streams.results import Results
 from streams.staleness import StalenessProbe
 
 log = logging.getLogger("devline.worker")
@@ -84,6 +84,7 @@ class Worker:
         self.skipped = 0
         self.seen: OrderedDict[str, None] = OrderedDict()  # dispatch ids taken (duplicates)
         self.probe = StalenessProbe(settings, self.codec, self.worker_id, self.slot)
+        self.results = Results(settings, self.codec, self.worker_id)
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -101,6 +102,7 @@ class Worker:
             metadata_max_age_ms=METADATA_AGE_MS,
             max_partition_fetch_bytes=s.max_message_bytes, **s.kafka_common())
         await self.producer.start()
+        self.results.producer = self.producer
         await self.consumer.start()
         await self._wait_for_topic(s.topic(T.WORK_DEV))
         self.consumer.subscribe([s.topic(T.WORK_DEV)], listener=RebalanceListener(self))
@@ -253,11 +255,14 @@ class Worker:
         started = now_ms()
         sandbox = Path(tempfile.mkdtemp(prefix="devline-task-"))
         try:
-            result = await self._execute(item, sandbox)
+            result = await self.executors.run(item, sandbox, self.settings.executor_timeout)
         except ExecutorError as exc:
-            await self._failed(item, started, exc)
+            log.info("task %s/%s attempt %d failed (%s): %s", item.plan_id, item.task_id,
+                     item.attempt, exc.error_type, exc)
+            await self.results.failed(item, started, exc)
         else:
-            await self._completed(item, started, result)
+            await self.results.completed(item, started, result)
+            self.completed += 1
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)
 
@@ -280,77 +285,7 @@ class Worker:
                 log.warning("cannot check work item %s against the log (%s); retrying",
                             raw["dispatch_id"], exc)
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 5.0)
-
-    def _time_limit(self, executor: str) -> float:
-        """Every executor run has a limit: its own `timeout_s` (plus a grace to let it stop
-        its child), else the worker's default."""
-        own = (self.executors.configs.get(executor) or {}).get("timeout_s")
-        return float(own) + 15.0 if own else self.settings.executor_timeout
-
-    async def _execute(self, item: WorkItem, sandbox: Path) -> ExecutionResult:
-        limit = self._time_limit(item.executor)
-        try:
-            async with asyncio.timeout(limit):
-                return await self.executors.get(item.executor).run(item, sandbox)
-        except TimeoutError as exc:
-            raise ExecutorError(f"{item.executor} executor ran over its time limit of "
-                                f"{limit:g}s", retryable=True, error_type="timeout") from exc
-        except ExecutorError:
-            raise
-        except asyncio.CancelledError:
-            raise
-        except DevlineError as exc:
-            raise ExecutorError(str(exc), retryable=False, error_type=type(exc).__name__) from exc
-        except Exception as exc:
-            raise ExecutorError(f"{type(exc).__name__}: {exc}", retryable=True,
-                                error_type="crash") from exc
-
-    async def _send_event(self, event_type: str, record: dict[str, Any]) -> None:
-        """Report a result until the broker has it: an executor run (minutes, tokens) is
-        never thrown away for a broker hiccup. The event id stays the same across tries."""
-        assert self.producer is not None
-        value = self.codec.encode(event_type, record)
-        pause = 0.2
-        while True:
-            try:
-                await self.producer.send_and_wait(
-                    self.settings.topic(T.EVENTS), key=record["plan_id"].encode(), value=value,
-                    headers=headers_for(event_type, record))
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("reporting %s of %s/%s failed (%s); retrying in %.1fs", event_type,
-                            record["plan_id"], record["task_id"], exc, pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 10.0)
-
-    async def _completed(self, item: WorkItem, started: int, result: ExecutionResult) -> None:
-        data = result.content.encode("utf-8")
-        await self._send_event("TaskCompleted", {
-            "event_id": new_id(), "plan_id": item.plan_id, "task_id": item.task_id,
-            "path": item.path, "attempt": item.attempt, "worker_id": self.worker_id,
-            "dispatch_id": item.dispatch_id, "executor": item.executor,
-            "cache_key": item.cache_key, "content": result.content,
-            "content_hash": hashlib.sha256(data).hexdigest(), "size": len(data),
-            "cached": False, "started_at": started, "finished_at": now_ms(),
-            "tokens": result.tokens, "cost": result.cost, "project": item.project})
-        self.completed += 1
-
-    async def _failed(self, item: WorkItem, started: int, exc: ExecutorError) -> None:
-        from agents.executors.fingerprint import error_fingerprint
-
-        log.info("task %s/%s attempt %d failed (%s): %s", item.plan_id, item.task_id,
-                 item.attempt, exc.error_type, exc)
-        await self._send_event("TaskFailed", {
-            "event_id": new_id(), "plan_id": item.plan_id, "task_id": item.task_id,
-            "path": item.path, "attempt": item.attempt, "worker_id": self.worker_id,
-            "dispatch_id": item.dispatch_id, "executor": item.executor, "error": str(exc),
-            "error_type": exc.error_type, "retryable": exc.retryable,
-            "fingerprint": error_fingerprint(exc.error_type, str(exc)),
-            "output": exc.output, "retry_after_s": exc.retry_after,
-            "started_at": started, "finished_at": now_ms()})
+                pause = min(pause * 2, 2.0)
 
 
 async def run_worker(settings: Settings, **kwargs: Any) -> None:

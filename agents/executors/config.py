@@ -7,6 +7,7 @@ never means choosing a program to run on the workers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from functools import lru_cache
@@ -14,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.executors.registry import build_executor
-from agents.types import Executor
-from devline.errors import ConfigError
+from agents.types import ExecutionResult, Executor, WorkItem
+from devline.errors import ConfigError, DevlineError, ExecutorError
 
 
 def load_executor_configs(path: Path | None) -> dict[str, dict[str, Any]]:
@@ -58,6 +59,30 @@ class Executors:
 
     def identity(self, name: str) -> str:
         return _identity(self, name)
+
+    def time_limit(self, name: str, default: float) -> float:
+        """Every run has a limit: the executor's own `timeout_s` (plus a grace for it to stop
+        its child), else `default`."""
+        own = (self.configs.get(name) or {}).get("timeout_s")
+        return float(own) + 15.0 if own else default
+
+    async def run(self, item: WorkItem, sandbox: Path, default_limit: float) -> ExecutionResult:
+        """Run `item` on its executor within its time limit; every failure becomes an
+        `ExecutorError` that says whether another attempt can help."""
+        limit = self.time_limit(item.executor, default_limit)
+        try:
+            async with asyncio.timeout(limit):
+                return await self.get(item.executor).run(item, sandbox)
+        except TimeoutError as exc:
+            raise ExecutorError(f"{item.executor} executor ran over its time limit of "
+                                f"{limit:g}s", retryable=True, error_type="timeout") from exc
+        except (ExecutorError, asyncio.CancelledError):
+            raise
+        except DevlineError as exc:
+            raise ExecutorError(str(exc), retryable=False, error_type=type(exc).__name__) from exc
+        except Exception as exc:
+            raise ExecutorError(f"{type(exc).__name__}: {exc}", retryable=True,
+                                error_type="crash") from exc
 
     def available(self) -> list[str]:
         """Executor names this configuration can run (demo always; the others when the

@@ -36,7 +36,7 @@ def transient(exc: BaseException) -> bool:
 
 async def persist(op: Callable[[], Awaitable[T]], *, what: str, log: logging.Logger,
                   sleep: Callable[[float], Awaitable[None]] | None = None,
-                  first: float = 0.1, cap: float = 10.0) -> T:
+                  first: float = 0.1, cap: float = 2.0) -> T:
     """Run `op` until it succeeds; transient failures forever, others `BUG_TRIES` times."""
     pause = first
     failures = bugs = 0

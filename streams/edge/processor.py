@@ -108,6 +108,7 @@ class Processor:
         self.ready = False  # caught up and recovered: may dispatch, fire timers, reclaim
         self.probe_seen = -math.inf
         self.handled = 0
+        self.partitions: set[int] = set()
 
     # -- the event log ---------------------------------------------------------------
     async def on_event_record(self, rec: RawRecord) -> None:
@@ -184,7 +185,14 @@ class Processor:
     # -- assignment and recovery -----------------------------------------------------
     async def on_assigned(self, ends: Mapping[int, int], committed: Mapping[int, int | None]
                           ) -> None:
-        """Partitions were (re)assigned and tables recovered: wait to catch up, then act."""
+        """Partitions were (re)assigned and tables recovered: wait to catch up, then act.
+
+        A rebalance that gives this process the partitions it already had (e.g. after a
+        broker restart) changes nothing it knows: it carries on without a pause."""
+        if self.ready and set(ends) == self.partitions:
+            log.info("event partitions unchanged after a rebalance; carrying on")
+            return
+        self.partitions = set(ends)
         self.ready = False
         self.catchup.start(ends, committed)
         log.info("event partitions assigned; reading up to %s before acting",

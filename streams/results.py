@@ -1,0 +1,71 @@
+"""A worker's results: the events that report an executor run, sent until the broker has
+them. An executor run (minutes, tokens) is never thrown away for a broker hiccup, and the
+event id stays the same across tries, so a resend is recognisably the same result."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from agents.executors.fingerprint import error_fingerprint
+from agents.types import ExecutionResult, WorkItem
+from devline.errors import ExecutorError
+from devline.settings import Settings
+from schemas.codec import Codec
+from streams import topics as T
+from streams.emit import headers_for, new_id, now_ms
+
+log = logging.getLogger("devline.worker")
+
+RETRY_CAP_S = 2.0  # a result waits at most this long after the broker is back
+
+
+class Results:
+    def __init__(self, settings: Settings, codec: Codec, worker_id: str) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.worker_id = worker_id
+        self.producer: AIOKafkaProducer | None = None
+
+    async def completed(self, item: WorkItem, started: int, result: ExecutionResult) -> None:
+        data = result.content.encode("utf-8")
+        await self._send("TaskCompleted", {
+            **self._common(item, started), "cache_key": item.cache_key,
+            "content": result.content, "content_hash": hashlib.sha256(data).hexdigest(),
+            "size": len(data), "cached": False, "tokens": result.tokens, "cost": result.cost,
+            "project": item.project})
+
+    async def failed(self, item: WorkItem, started: int, exc: ExecutorError) -> None:
+        await self._send("TaskFailed", {
+            **self._common(item, started), "error": str(exc), "error_type": exc.error_type,
+            "retryable": exc.retryable,
+            "fingerprint": error_fingerprint(exc.error_type, str(exc)),
+            "output": exc.output, "retry_after_s": exc.retry_after})
+
+    def _common(self, item: WorkItem, started: int) -> dict[str, Any]:
+        return {"event_id": new_id(), "plan_id": item.plan_id, "task_id": item.task_id,
+                "path": item.path, "attempt": item.attempt, "worker_id": self.worker_id,
+                "dispatch_id": item.dispatch_id, "executor": item.executor,
+                "started_at": started, "finished_at": now_ms()}
+
+    async def _send(self, event_type: str, record: dict[str, Any]) -> None:
+        assert self.producer is not None
+        value = self.codec.encode(event_type, record)
+        pause = 0.2
+        while True:
+            try:
+                await self.producer.send_and_wait(
+                    self.settings.topic(T.EVENTS), key=record["plan_id"].encode(), value=value,
+                    headers=headers_for(event_type, record))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reporting %s of %s/%s failed (%s); retrying in %.1fs", event_type,
+                            record["plan_id"], record["task_id"], exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_CAP_S)
