@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,6 +36,8 @@ async def send_raw(settings: Settings, topic: str, key: bytes | None, value: byt
     try:
         await producer.start()
     except Exception as exc:
+        with contextlib.suppress(Exception):
+            await producer.stop()
         raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
     try:
         meta = await producer.send_and_wait(topic, key=key, value=value, partition=partition,

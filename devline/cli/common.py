@@ -50,8 +50,11 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, quiet_kafka: bool = False) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("aiokafka", "faust", "mode", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    if quiet_kafka:
+        for name in ("aiokafka", "kafka", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)

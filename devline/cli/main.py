@@ -16,6 +16,7 @@ from devline.settings import Settings
 app = typer.Typer(help="devline: drive a development plan through parallel workers over Kafka.",
                   no_args_is_help=True, add_completion=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
+PROCESSES = {"run", "processor", "worker", "sink", "demo"}
 topics_app = typer.Typer(help="Create and describe devline's topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 
@@ -39,7 +40,9 @@ def main_options(
     except ConfigError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    setup_logging(ctx.obj.log_level)
+    # Commands that start processes log what Kafka says; one-shot commands print one
+    # readable error instead of the client library's reconnect chatter.
+    setup_logging(ctx.obj.log_level, quiet_kafka=ctx.invoked_subcommand not in PROCESSES)
 
 
 @topics_app.command("create")
