@@ -227,6 +227,8 @@ async def kill_broker(port: int, down: float, watch: Watch, say: Any) -> dict[st
     if started.returncode != 0:
         raise RuntimeError(f"broker did not come back: {started.stderr}")
     up = time.time()
+    say(f"    broker answering again at {time.strftime('%H:%M:%S', time.localtime(up))}"
+        f".{int(up * 1000) % 1000:03d}")
     resumed = await until("a dispatch after the broker came back",
                           lambda: watch.first("TaskDispatched", up), within=180)
     return {"fault": "broker", "down_s": round(up - at, 1), "resume_s": round(resumed - up, 2)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,13 @@ from schemas.codec import Codec
 from streams import topics as T
 
 Send = Callable[..., Awaitable[Any]]
+
+
+def detach(delivery: Any) -> None:
+    """Fire and forget (metrics, probes): a failed delivery must not be logged as an
+    exception nobody retrieved."""
+    if isinstance(delivery, asyncio.Future):
+        delivery.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def new_id() -> str:

@@ -10,7 +10,7 @@ from agents.scheduling.dispatch import ReadyTask
 from agents.scheduling.guards import Budget, Guards
 from agents.scheduling.model import decision_id
 from streams import topics as T
-from streams.emit import new_id
+from streams.emit import detach, new_id
 
 if TYPE_CHECKING:
     from agents.scheduling.fold import PlanState
@@ -48,8 +48,8 @@ class GuardEdge:
         if change is not None:
             log.info("executor %s concurrency %d -> %d (%s)", record["executor"], change.old,
                      change.new, change.reason)
-            await self.p.emit.metric("guards", "concurrency_limit", change.new,
-                                     executor=record["executor"])
+            detach(await self.p.emit.metric("guards", "concurrency_limit", change.new,
+                                            executor=record["executor"]))
         await self.publish()
         self.p.breakers[record["executor"]] = self.guards.state_of(record["executor"])
 
@@ -57,12 +57,12 @@ class GuardEdge:
         """Publish every breaker transition not yet published, as an event and a metric."""
         for t in self.guards.drain():
             log.warning("circuit %s: %s -> %s (%s)", t.breaker, t.from_state, t.to_state, t.reason)
-            await self.p.emit.event("CircuitTransition", {
+            await self.p.publish("CircuitTransition", {
                 "event_id": new_id(), "breaker": t.breaker, "from_state": str(t.from_state),
                 "to_state": str(t.to_state), "reason": t.reason, "error_rate": float(t.error_rate),
                 "calls": int(t.calls), "at": int(t.at * 1000)}, topic=T.METRICS, key=t.breaker)
-            await self.p.emit.metric("guards", "breaker_state", STATE_VALUE[str(t.to_state)],
-                                     executor=t.breaker)
+            detach(await self.p.emit.metric("guards", "breaker_state",
+                                            STATE_VALUE[str(t.to_state)], executor=t.breaker))
 
     async def tick(self) -> None:
         self.guards.tick(self.p.clock())
@@ -82,7 +82,7 @@ class GuardEdge:
             return
         self.escalated.add(h["plan_id"])
         log.warning("plan %s: %s; dispatch stopped, escalating", h["plan_id"], why)
-        await self.p.emit.event("Escalation", {
+        await self.p.publish("Escalation", {
             "event_id": decision_id(h["plan_id"], "budget"), "plan_id": h["plan_id"],
             "task_id": None, "kind": "budget", "reason": why, "attempts": 0, "errors": [],
             "last_output": None, "at": self.p.now_ms()},

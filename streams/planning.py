@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.executors.config import Executors
 from agents.planning import accept, reject, submission_digest
-from devline.errors import DecodeError, PlanError, SchemaError
+from devline.errors import PlanError, SchemaError
 from streams import topics as T
 from streams.edge.persist import Unexpected, persist
 from streams.edge.ports import RawRecord
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from streams.app import Pipeline
 
 log = logging.getLogger("devline.planner")
+SUBMISSIONS = frozenset({"PlanSubmitted"})
 
 
 class Planner:
@@ -34,14 +35,10 @@ class Planner:
 
     async def on_record(self, rec: RawRecord) -> None:
         proc = self.p.processor  # type: ignore[attr-defined]
-        try:
-            event_type, record = self.p.codec.decode(rec.value or b"")
-        except DecodeError as exc:
-            await proc.reject(rec, f"undecodable: {exc}")
+        parsed = await proc.decoded(rec, SUBMISSIONS, T.PLANS)
+        if parsed is None:
             return
-        if event_type != "PlanSubmitted":
-            await proc.reject(rec, f"unexpected event type {event_type} on {T.PLANS}")
-            return
+        record = parsed[1]
         try:
             await persist(partial(self.decide, record, rec.offset),
                           what=f"planning {record.get('plan_id')}", log=log)
@@ -86,9 +83,7 @@ class Planner:
         return "PlanAccepted", accepted
 
     async def _send(self, event_type: str, record: dict[str, Any]) -> None:
-        delivery = await self.p.emit.event(event_type, record)
-        if delivery is not None:
-            await delivery
+        await self.p.ports.publish(event_type, record)
 
 
 def register_planner(pipeline: Pipeline) -> Planner:

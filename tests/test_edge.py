@@ -215,3 +215,21 @@ def test_the_sink_writes_each_file_once_and_leaves_equal_files_alone(tmp_path: P
     sink = asyncio.run(go())
     assert (tmp_path / "proj" / "pkg" / "x.py").read_bytes() == b"X = 1\n"
     assert (sink.written, sink.unchanged) == (1, 2)
+
+
+def test_every_command_kind_has_a_handler() -> None:
+    """A new command kind nobody handles fails here (and mypy's assert_never), not in a
+    user's run."""
+    from agents.scheduling.model import Cmd, Command
+
+    async def go() -> None:
+        sim = Sim()
+        sim.submit(plan())
+        await sim.run(lambda s: s.reported("p1"))
+        from streams.edge.state import plan_state
+
+        for kind in Cmd:
+            st = plan_state(sim.ports.plans, sim.ports.tasks, "p1")
+            await sim.proc.effects.run(st, Command(kind, "p1", "a.py", fresh=False), None)
+
+    asyncio.run(go())

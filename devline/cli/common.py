@@ -50,9 +50,40 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+THIRD_PARTY = {"aiokafka", "faust", "mode", "kafka", "asyncio"}
+
+
+class Repeats(logging.Filter):
+    """Lets one message of a kind through per `window` seconds and counts the rest: a
+    broker outage makes the Kafka client log the same line every few milliseconds."""
+
+    def __init__(self, window: float = 10.0) -> None:
+        super().__init__()
+        self.window = window
+        self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.split(".", 1)[0] not in THIRD_PARTY:
+            return True  # our own lines each say something
+        key = (record.name, record.levelno, str(record.msg))
+        last, hidden = self.seen.get(key, (-self.window, 0))
+        if record.created - last < self.window:
+            self.seen[key] = (last, hidden + 1)
+            return False
+        if hidden:
+            record.msg = f"{record.msg} ({hidden} more like this in the last {self.window:g}s)"
+        if len(self.seen) > 1000:
+            self.seen.clear()
+        self.seen[key] = (record.created, 0)
+        return True
+
+
 def setup_logging(level: str, quiet_kafka: bool = False) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    repeats = Repeats()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(repeats)
     for noisy in ("aiokafka", "faust", "mode", "kafka"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if quiet_kafka:

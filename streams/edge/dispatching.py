@@ -64,7 +64,7 @@ class DispatchLoop:
         if hit and task["attempt"] == 1 and task["kind"] == "dev" \
                 and await self.p.store.get(hit["content_hash"]) is not None:
             at = self.p.now_ms()
-            await self.p.emit.event("TaskCompleted", {
+            await self.p.publish("TaskCompleted", {
                 "event_id": decision_id(h["plan_id"], task_id, task["attempt"], "cached"),
                 "plan_id": h["plan_id"], "task_id": task_id, "path": task["spec"]["path"],
                 "attempt": task["attempt"], "worker_id": "cache", "dispatch_id": "",
@@ -148,10 +148,8 @@ class DispatchLoop:
             "dispatch_partition": origin[0] if origin else None,
             "dispatch_offset": origin[1] if origin else None,
         }
-        delivery = await self.p.emit.event("WorkItem", item, topic=T.WORK_DEV, key=task_id,
-                                           partition=task["partition"])
-        if delivery is not None:
-            await delivery
+        await self.p.publish("WorkItem", item, topic=T.WORK_DEV, key=task_id,
+                             partition=task["partition"])
         self._sent[dispatch_id] = None
         self.work_sent += 1
         while len(self._sent) > SENT_REMEMBERED:
@@ -188,7 +186,7 @@ class DispatchLoop:
                 continue
             log.warning("task %s/%s: worker %s is gone and nobody runs it; dispatching again",
                         plan_id, task_id, task["worker_id"])
-            await self.p.emit.event("TaskReady", {
+            await self.p.publish("TaskReady", {
                 "event_id": decision_id(plan_id, task_id, task["attempt"], "lease",
                                         task["dispatch_id"]),
                 "plan_id": plan_id, "task_id": task_id, "path": task["spec"]["path"],

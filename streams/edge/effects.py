@@ -81,7 +81,7 @@ class Effects:
         h = state.header
         if not F.plan_unreported(h):
             return
-        await self.p.emit.event("PlanCompleted", {
+        await self.p.publish("PlanCompleted", {
             "plan_id": h["plan_id"], "files": h["total"], "executor_runs": h["executor_runs"],
             "cache_hits": h["cache_hits"], "failed": h.get("dead", 0),
             "makespan_ms": max((h["completed_at"] or 0) - h["accepted_at"], 0),

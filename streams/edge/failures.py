@@ -47,13 +47,13 @@ class Failures:
                       f"({failed['error'][:200]})")
         elif decision.retry:
             delay_ms = int(decision.delay * 1000)
-            await self.p.emit.event("TaskRetryScheduled", {
+            await self.p.publish("TaskRetryScheduled", {
                 "event_id": decision_id(plan_id, task_id, attempt, "retry"),
                 "plan_id": plan_id, "task_id": task_id, "path": failed["path"],
                 "attempt": attempt + 1, "delay_ms": delay_ms,
                 "due_at": int(failed["finished_at"]) + delay_ms, "reason": decision.reason})
             return
-        await self.p.emit.event("TaskDeadLettered", {
+        await self.p.publish("TaskDeadLettered", {
             "event_id": decision_id(plan_id, task_id, attempt, "dead"), "plan_id": plan_id,
             "task_id": task_id, "path": failed["path"], "attempts": attempt,
             "reason": reason,
@@ -75,13 +75,13 @@ class Failures:
             value = self.p.codec.encode("TaskFailed", failed)
         else:
             value = None
-        await self.p.emit.dead_letter(value, task_id.encode(), [
+        await self.p.publish_dead_letter(value, task_id.encode(), [
             *dead_letter_headers(reason, topic=self.p.settings.topic(T.EVENTS), partition=None,
                                  offset=None, attempt=attempt,
                                  fingerprint=failed.get("fingerprint"), event_type="TaskFailed"),
             ("plan-id", plan_id.encode()), ("task-id", task_id.encode()),
             ("dlq-id", decision_id(plan_id, task_id, attempt, "dlq").encode())])
-        await self.p.emit.event("Escalation", {
+        await self.p.publish("Escalation", {
             "event_id": decision_id(plan_id, task_id, attempt, "escalation"),
             "plan_id": plan_id, "task_id": task_id, "kind": kind, "reason": reason,
             "attempts": attempt, "errors": list(task["errors"]),
@@ -99,7 +99,7 @@ class Failures:
         where = (f"from DLQ offset {request['dlq_offset']}" if request.get("dlq_offset")
                  is not None else "on request")
         now = self.p.now_ms()
-        await self.p.emit.event("TaskRetryScheduled", {
+        await self.p.publish("TaskRetryScheduled", {
             "event_id": decision_id(plan_id, task_id, task["attempt"] + 1, "redrive"),
             "plan_id": plan_id, "task_id": task_id, "path": task["spec"]["path"],
             "attempt": task["attempt"] + 1, "delay_ms": 0, "due_at": now,

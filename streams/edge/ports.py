@@ -68,3 +68,17 @@ class Ports:
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    async def publish(self, event_type: str, record: dict[str, Any], **where: Any) -> None:
+        """Send an event and wait until the broker has it. Effects publish this way, so a
+        send that fails fails the effect, which is retried, instead of vanishing after
+        the record was committed."""
+        delivery = await self.emit.event(event_type, record, **where)
+        if delivery is not None:
+            await delivery
+
+    async def publish_dead_letter(self, value: bytes | None, key: bytes | None,
+                                  headers: list[tuple[str, bytes]]) -> None:
+        delivery = await self.emit.dead_letter(value, key, headers)
+        if delivery is not None:
+            await delivery

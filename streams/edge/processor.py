@@ -16,7 +16,6 @@ queue, the in-flight work, the timers and undecided failures from the tables.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import uuid
@@ -39,7 +38,7 @@ from streams.edge.persist import Unexpected, persist
 from streams.edge.ports import Ports, RawRecord
 from streams.edge.state import plan_state, save_header, split_key
 from streams.edge.timers import RetryTimers
-from streams.emit import dead_letter_headers
+from streams.emit import dead_letter_headers, detach
 from streams.guarding import GuardEdge
 
 log = logging.getLogger("devline.scheduler")
@@ -48,6 +47,7 @@ PLAN_EVENTS = frozenset({
     "PlanAccepted", "PlanRejected", "TaskDispatched", "TaskCompleted", "TaskFailed",
     "TaskRetryScheduled", "TaskReady", "TaskDeadLettered", "TaskRedriveRequested",
     "PlanCompleted", "QAResult", "Escalation", "IntegrationResult", "DeploymentEvent"})
+HEARTBEATS = frozenset({"WorkerHeartbeat"})
 PROBE_STATE = "probe"  # heartbeats the processor sends itself to know the link works
 LINK_DOWN_AFTER_S = 3.0
 
@@ -78,12 +78,6 @@ class CatchUp:
         return self.active and not self.pending
 
 
-def _swallow(delivery: Any) -> None:
-    """Fire-and-forget sends (metrics, probes) must not log 'exception never retrieved'."""
-    if isinstance(delivery, asyncio.Future):
-        delivery.add_done_callback(lambda f: f.cancelled() or f.exception())
-
-
 class Processor:
     """Everything the scheduler does, on any `Ports` (Faust tables or in-memory fakes)."""
 
@@ -109,6 +103,7 @@ class Processor:
         self.probe_seen = -math.inf
         self.handled = 0
         self.partitions: set[int] = set()
+        self.was_up = False
 
     # -- the event log ---------------------------------------------------------------
     async def on_event_record(self, rec: RawRecord) -> None:
@@ -130,14 +125,27 @@ class Processor:
         if not self.ready and self.catchup.done:
             await self.recover()
 
-    async def _validated(self, rec: RawRecord) -> tuple[str, dict[str, Any]] | None:
+    async def decoded(self, rec: RawRecord, expected: frozenset[str], topic: str
+                      ) -> tuple[str, dict[str, Any]] | None:
+        """The record's event, if it is one of the `expected` types; else it is
+        dead-lettered with the reason and None is returned."""
         try:
             event_type, record = self.ports.codec.decode(rec.value or b"")
         except DecodeError as exc:
             await self.reject(rec, f"undecodable: {exc}")
             return None
-        if event_type not in PLAN_EVENTS or not record.get("plan_id"):
-            await self.reject(rec, f"unexpected event type {event_type} on {T.EVENTS}")
+        if event_type not in expected:
+            await self.reject(rec, f"unexpected event type {event_type} on {topic}")
+            return None
+        return event_type, record
+
+    async def _validated(self, rec: RawRecord) -> tuple[str, dict[str, Any]] | None:
+        parsed = await self.decoded(rec, PLAN_EVENTS, T.EVENTS)
+        if parsed is None:
+            return None
+        event_type, record = parsed
+        if not record.get("plan_id"):
+            await self.reject(rec, f"{event_type} without a plan id on {T.EVENTS}")
             return None
         why = invalid_event(event_type, record)
         if why is not None:
@@ -158,12 +166,8 @@ class Processor:
         headers = dead_letter_headers(reason, topic=rec.topic, partition=rec.partition,
                                       offset=rec.offset)
 
-        async def send() -> None:
-            delivery = await self.ports.emit.dead_letter(rec.value, rec.key, headers)
-            if delivery is not None:
-                await delivery
-
-        await persist(send, what="dead-lettering a record", log=log, sleep=self.ports.sleep)
+        await persist(partial(self.ports.publish_dead_letter, rec.value, rec.key, headers),
+                      what="dead-lettering a record", log=log, sleep=self.ports.sleep)
 
     async def handle(self, event_type: str, record: dict[str, Any], seq: int,
                      partition: int = 0) -> None:
@@ -232,14 +236,10 @@ class Processor:
 
     # -- workers and the link ---------------------------------------------------------
     async def on_heartbeat_record(self, rec: RawRecord) -> None:
-        try:
-            event_type, hb = self.ports.codec.decode(rec.value or b"")
-        except DecodeError as exc:
-            await self.reject(rec, f"undecodable: {exc}")
+        parsed = await self.decoded(rec, HEARTBEATS, T.WORKERS)
+        if parsed is None:
             return
-        if event_type != "WorkerHeartbeat":
-            await self.reject(rec, f"unexpected {event_type} on {T.WORKERS}")
-            return
+        hb = parsed[1]
         now = self.ports.clock()
         if hb["state"] == PROBE_STATE:
             if hb["worker_id"] == self.probe_id:
@@ -262,7 +262,7 @@ class Processor:
     async def probe(self) -> None:
         """Send ourselves a heartbeat; hearing it back says the broker link works."""
         try:
-            _swallow(await self.ports.emit.event("WorkerHeartbeat", {
+            detach(await self.ports.emit.event("WorkerHeartbeat", {
                 "worker_id": self.probe_id, "host": "", "pid": 0, "state": PROBE_STATE,
                 "capacity": 0, "running": [], "partitions": [], "at": self.ports.now_ms()},
                 topic=T.WORKERS, key=self.probe_id))
@@ -272,7 +272,16 @@ class Processor:
     # -- periodic work ----------------------------------------------------------------
     async def tick(self) -> None:
         """Once a second: the link clock, worker expiry, leases, breakers, the pump."""
-        self.link.tick(self.ports.clock(), self.link_up)
+        up = self.link_up
+        if up != self.was_up:
+            if up:
+                log.info("broker link back: own probe heard again; worker expiry and leases "
+                         "resume")
+            elif self.probe_seen > -math.inf:
+                log.warning("broker link down: no probe echo for %.0fs; worker expiry and "
+                            "leases paused", LINK_DOWN_AFTER_S)
+            self.was_up = up
+        self.link.tick(self.ports.clock(), up)
         await self.probe()
         if not self.ready:
             return
@@ -297,7 +306,7 @@ class Processor:
                      "kind": task["kind"], "attempt": attempt,
                      "priority": float(task["spec"]["priority"]), "cache_key": "",
                      "ready_at": p.now_ms()}
-            await persist(partial(p.emit.event, "TaskReady", event),
+            await persist(partial(p.publish, "TaskReady", event),
                           what="firing a retry timer", log=log, sleep=p.sleep)
 
     async def pump(self) -> int:
@@ -310,6 +319,6 @@ class Processor:
         for name, value in (("backlog", d.backlog), ("in_flight", d.in_flight),
                             ("workers", len(d.workers))):
             try:
-                _swallow(await self.ports.emit.metric("scheduler", name, value))
+                detach(await self.ports.emit.metric("scheduler", name, value))
             except Exception as exc:
                 log.debug("metric not sent: %s", exc)
