@@ -38,7 +38,7 @@ from devline.settings import Settings
 log = logging.getLogger("devline.supervisor")
 
 STOP_MARGIN_S = 15.0  # beyond a worker's grace: commit, leave the group, close clients
-SPARE_DELAY_S = 5.0  # a processor's spare is started this long after the processor
+SPARE_DELAY_S = 2.0  # a processor's spare is started this long after the processor
 
 
 def child_env(settings: Settings) -> dict[str, str]:

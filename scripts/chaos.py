@@ -217,7 +217,8 @@ async def kill_processor(run_log: Path, watch: Watch, say: Any) -> dict[str, Any
     return {"fault": "processor", "resume_s": round(resumed - at, 2)}
 
 
-async def kill_broker(port: int, down: float, watch: Watch, say: Any) -> dict[str, Any]:
+async def kill_broker(settings: Settings, port: int, down: float, watch: Watch, say: Any
+                      ) -> dict[str, Any]:
     pid = broker_pid(port)
     os.kill(pid, signal.SIGKILL)
     at = time.time()
@@ -227,11 +228,41 @@ async def kill_broker(port: int, down: float, watch: Watch, say: Any) -> dict[st
     if started.returncode != 0:
         raise RuntimeError(f"broker did not come back: {started.stderr}")
     up = time.time()
-    say(f"    broker answering again at {time.strftime('%H:%M:%S', time.localtime(up))}"
-        f".{int(up * 1000) % 1000:03d}")
+    served = await serving(settings)
     resumed = await until("a dispatch after the broker came back",
                           lambda: watch.first("TaskDispatched", up), within=180)
-    return {"fault": "broker", "down_s": round(up - at, 1), "resume_s": round(resumed - up, 2)}
+    say(f"    broker answering {clock(up)}, every partition led {clock(served)}, first "
+        f"dispatch {clock(resumed)}")
+    return {"fault": "broker", "down_s": round(up - at, 1), "resume_s": round(resumed - up, 2),
+            "resume_after_served_s": round(max(resumed - served, 0.0), 2),
+            "served_after_up_s": round(served - up, 2)}
+
+
+def clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
+
+
+async def serving(settings: Settings) -> float:
+    """When every partition of the run's topics has a leader again: a restarted broker
+    answers metadata requests before it leads its partitions (log recovery)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    names = [settings.topic(spec.name) for spec in T.CATALOGUE]
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        try:
+            await admin.start()
+            described = await admin.describe_topics(names)
+            if all(d.get("error_code") == 0 and d["partitions"]
+                   and all(p["leader"] >= 0 and p.get("error_code", 0) == 0
+                           for p in d["partitions"]) for d in described):
+                return time.time()
+        except Exception:  # noqa: S110 - not serving yet
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        await asyncio.sleep(0.05)
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -313,8 +344,8 @@ async def run_seed(args: argparse.Namespace, seed: int, work: Path, out: IO[byte
             elif kind == "processor":
                 done_faults.append(await kill_processor(work / "run.log", watch, say))
             else:
-                done_faults.append(await kill_broker(args.port, broker_downs.pop(0), watch,
-                                                     say))
+                done_faults.append(await kill_broker(settings, args.port, broker_downs.pop(0),
+                                                     watch, say))
             say(f"    {done_faults[-1]}")
         await until("plan completion", lambda: watch.finished, within=args.timeout)
         elapsed = time.time() - started

@@ -17,6 +17,8 @@ from streams.emit import Emitter
 
 log = logging.getLogger("devline.streams")
 
+METADATA_AGE_MS = 5000
+
 
 def broker_url(settings: Settings) -> str:
     return ";".join(f"kafka://{hp.strip()}" for hp in settings.bootstrap.split(","))
@@ -81,6 +83,10 @@ class Pipeline:
             # Faust's producer keeps aiokafka's 1 MB default unless told.
             producer_max_request_size=settings.max_message_bytes,
             TableManager=EagerTableManager,
+            # A consumer that joined before a new topic's metadata existed owns none of its
+            # partitions until the next refresh: 5 s, not aiokafka's 5 minutes.
+            consumer_metadata_max_age_ms=METADATA_AGE_MS,
+            producer_metadata_max_age_ms=METADATA_AGE_MS,
         )
         raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw",
                                    value_serializer="raw")

@@ -50,6 +50,12 @@ def register_scheduler(pipeline: Pipeline) -> Processor:
     async def recovered() -> None:
         """Tables are recovered; the stream has not resumed yet. Note where each event
         partition ends now and where we will start reading it."""
+        # Table writes with their own partitioner (breakers) ask the producer for a topic's
+        # partitions without waiting for its metadata: load it now, once.
+        faust_producer: Any = app.producer
+        producer = faust_producer._ensure_producer()  # faust-streaming 0.15: the aiokafka one
+        for table in app.tables.values():
+            await producer.partitions_for(table.changelog_topic.get_topic_name())
         consumer: Any = app.consumer
         tps = {tp for tp in consumer.assignment() if tp.topic == events_topic}
         ends = await consumer.highwaters(*tps) if tps else {}

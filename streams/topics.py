@@ -114,6 +114,37 @@ async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATAL
         await admin.close()
 
 
+async def wait_for_topics(settings: Settings, within: float = 60.0,
+                          specs: tuple[TopicSpec, ...] = CATALOGUE) -> None:
+    """Until the broker lists every catalogue topic with a leader for each partition: a
+    process that joins its consumer group earlier owns no partitions of a missing topic."""
+    import asyncio
+    import time
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from devline.errors import BrokerUnavailable
+
+    names = [settings.topic(spec.name) for spec in specs]
+    deadline = time.monotonic() + within
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
+    await admin.start()
+    try:
+        while True:
+            found = await admin.describe_topics(names)
+            missing = [d["topic"] for d in found if d.get("error_code") != 0 or any(
+                p["leader"] < 0 for p in d.get("partitions") or [])]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise BrokerUnavailable(f"topics not ready after {within:g}s: "
+                                        f"{', '.join(missing[:5])} (run `devline topics "
+                                        "create`)")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
 async def describe_topics(settings: Settings) -> list[dict[str, object]]:
     """Partition counts and catalogue notes for each catalogue topic (missing ones marked)."""
     from aiokafka.admin import AIOKafkaAdminClient

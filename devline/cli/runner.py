@@ -78,11 +78,13 @@ def processor(
     import faust
 
     from streams.app import build
+    from streams.topics import wait_for_topics
 
     settings = settings_of(ctx)
     pipeline = build(settings)
     if standby and not sys.stdin.readline():
         raise typer.Exit(0)  # stdin closed: the supervisor is gone, nothing to stand in for
+    run_async(wait_for_topics(settings))
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), quiet=True,
                           override_logging=False)
     worker.execute_from_commandline()
