@@ -58,7 +58,7 @@ from devline.supervisor import child_env  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from streams import topics as T  # noqa: E402
 from streams.client import _partitions, produce, records, replay  # noqa: E402
-from streams.topics import create_topics  # noqa: E402
+from streams.topics import create_topics, wait_for_topics  # noqa: E402
 
 LONG_EVERY = 10
 KAFKA = ROOT / "scripts" / "kafka-local"
@@ -136,6 +136,7 @@ async def follow(settings: Settings, watch: Watch, stop: asyncio.Event) -> None:
                                 fetch_max_wait_ms=100, **settings.kafka_common())
     await consumer.start()
     try:
+        await wait_for_topics(settings)  # just created: metadata may lag
         parts = await _partitions(consumer, settings.topic(T.EVENTS))
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
@@ -153,9 +154,15 @@ async def follow(settings: Settings, watch: Watch, stop: asyncio.Event) -> None:
         await consumer.stop()
 
 
+FOLLOWER: asyncio.Task[None] | None = None  # the event-log reader every wait depends on
+
+
 async def until(what: str, check: Any, within: float, every: float = 0.05) -> Any:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
+        if FOLLOWER is not None and FOLLOWER.done():
+            FOLLOWER.result()  # it died: say why instead of waiting for nothing
+            raise RuntimeError("the event-log reader stopped")
         got = check()
         if got:
             return got
@@ -231,7 +238,7 @@ async def kill_broker(settings: Settings, port: int, down: float, watch: Watch, 
     served = await serving(settings)
     resumed = await until("a dispatch after the broker came back",
                           lambda: watch.first("TaskDispatched", up), within=180)
-    say(f"    broker answering {clock(up)}, every partition led {clock(served)}, first "
+    say(f"    broker answering {clock(up)}, serving every partition {clock(served)}, first "
         f"dispatch {clock(resumed)}")
     return {"fault": "broker", "down_s": round(up - at, 1), "resume_s": round(resumed - up, 2),
             "resume_after_served_s": round(max(resumed - served, 0.0), 2),
@@ -243,25 +250,26 @@ def clock(t: float) -> str:
 
 
 async def serving(settings: Settings) -> float:
-    """When every partition of the run's topics has a leader again: a restarted broker
-    answers metadata requests before it leads its partitions (log recovery)."""
-    from aiokafka.admin import AIOKafkaAdminClient
+    """When the broker serves every partition of the run's topics again: a restarted broker
+    answers metadata requests (and names itself leader) before it has recovered its logs,
+    and answers "not leader" to reads and writes until then. ListOffsets must succeed."""
+    from aiokafka import TopicPartition
 
-    names = [settings.topic(spec.name) for spec in T.CATALOGUE]
+    topics = [settings.topic(spec.name) for spec in T.CATALOGUE]
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap,
+                                    request_timeout_ms=2000)
         try:
-            await admin.start()
-            described = await admin.describe_topics(names)
-            if all(d.get("error_code") == 0 and d["partitions"]
-                   and all(p["leader"] >= 0 and p.get("error_code", 0) == 0
-                           for p in d["partitions"]) for d in described):
+            await consumer.start()
+            tps = [TopicPartition(t, p) for t in topics
+                   for p in sorted(consumer.partitions_for_topic(t) or ())]
+            if tps and await asyncio.wait_for(consumer.end_offsets(tps), 3):
                 return time.time()
         except Exception:  # noqa: S110 - not serving yet
             pass
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
+        finally:  # a timed-out read leaves the client's tasks cancelled: stop anyway
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await consumer.stop()
         await asyncio.sleep(0.05)
 
 
@@ -317,7 +325,8 @@ async def run_seed(args: argparse.Namespace, seed: int, work: Path, out: IO[byte
     plan = plan_record(layered_plan(args.tasks, args.width, args.duration, args.long, seed))
     watch = Watch(plan["plan_id"])
     stop = asyncio.Event()
-    follower = asyncio.create_task(follow(settings, watch, stop))
+    global FOLLOWER
+    follower = FOLLOWER = asyncio.create_task(follow(settings, watch, stop))
     rng = random.Random(seed)
     faults = (["worker"] * args.worker_kills + ["processor"] * args.processor_kills
               + ["broker"] * args.broker_kills)

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from schemas.codec import Codec
 from streams import topics as T
 from streams.artifacts import ArtifactStore
 from streams.edge.ports import RawRecord
-from streams.workspace import target_path
+from streams.workspace import target_path, write_atomically
 
 log = logging.getLogger("devline.sink")
 
@@ -42,13 +41,6 @@ def file_hash(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
-
-
-def write_atomically(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
 
 
 class Materializer:

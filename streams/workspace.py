@@ -19,11 +19,9 @@ def target_path(workspace: Path, project: str, path: str) -> Path:
     return target
 
 
-def write_output(workspace: Path, project: str, path: str, content: str) -> Path:
-    """Write atomically (temp file + rename) so readers never see half a file."""
-    target = target_path(workspace, project, path)
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write via a temp file and a rename, so readers never see half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(content, encoding="utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, target)
-    return target

@@ -200,6 +200,34 @@ class DispatchLoop:
                 self.dispatcher.refused(key, held.dispatch_id)
                 await self.release_key(key)
 
+    async def reconcile(self) -> int:
+        """Level-triggered safety net: bring the dispatcher's memory in line with the tables.
+
+        Every transition already keeps them in step; a fix made here means an edge was
+        missed somewhere, so each one is logged as a warning. Returns how many were made.
+        """
+        fixed = 0
+        for key, held in list(self.dispatcher.inflight.items()):
+            task = self.p.tasks.get(f"{key[0]}/{key[1]}")
+            stale = task is None or (held.confirmed and (
+                task["status"] != F.DISPATCHED or task["dispatch_id"] != held.dispatch_id))
+            if stale:
+                log.warning("in flight %s/%s (dispatch %s, worker %s) but the task is %s "
+                            "(dispatch %s): freeing its slot", *key, held.dispatch_id,
+                            held.worker_id, task and task["status"], task and task["dispatch_id"])
+                self.dispatcher.task_finished(*key)
+                fixed += 1
+        for name, task in list(self.p.tasks.items()):
+            if not task or task["status"] != F.READY:
+                continue
+            key = split_key(name)
+            if not self.dispatcher.is_queued(key) and key not in self.dispatcher.inflight:
+                log.warning("task %s/%s is ready but neither queued nor in flight: "
+                            "releasing it", *key)
+                await self.release_key(key)
+                fixed += 1
+        return fixed
+
     async def release_key(self, key: tuple[str, str]) -> None:
         from streams.edge.state import plan_state
 

@@ -16,6 +16,7 @@ queue, the in-flight work, the timers and undecided failures from the tables.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import uuid
@@ -50,6 +51,7 @@ PLAN_EVENTS = frozenset({
 HEARTBEATS = frozenset({"WorkerHeartbeat"})
 PROBE_STATE = "probe"  # heartbeats the processor sends itself to know the link works
 LINK_DOWN_AFTER_S = 3.0
+RECONCILE_EVERY = 10  # ticks (seconds) between checks of the dispatcher against the tables
 
 
 class CatchUp:
@@ -104,6 +106,8 @@ class Processor:
         self.handled = 0
         self.partitions: set[int] = set()
         self.was_up = False
+        self.ticks = 0
+        self.handling = asyncio.Lock()  # held while an event's fold and effects run
 
     # -- the event log ---------------------------------------------------------------
     async def on_event_record(self, rec: RawRecord) -> None:
@@ -113,10 +117,11 @@ class Processor:
         if parsed is not None:
             event_type, record = parsed
             try:
-                await persist(partial(self.handle, event_type, record, rec.offset,
-                                      rec.partition),
-                              what=f"handling {event_type} {rec.partition}@{rec.offset}",
-                              log=log, sleep=self.ports.sleep)
+                async with self.handling:
+                    await persist(partial(self.handle, event_type, record, rec.offset,
+                                          rec.partition),
+                                  what=f"handling {event_type} {rec.partition}@{rec.offset}",
+                                  log=log, sleep=self.ports.sleep)
             except Unexpected as exc:  # a bug, not the record's fault: keep it, go on
                 await self.reject(rec, f"processing failed (a devline bug, please report "
                                   f"it): {exc}")
@@ -290,6 +295,10 @@ class Processor:
             log.warning("workers silent for %.0fs: %s", self.dispatcher.worker_timeout,
                         ", ".join(gone))
         await self.dispatch.reclaim()
+        self.ticks += 1
+        if self.ticks % RECONCILE_EVERY == 0:
+            async with self.handling:  # never halfway through an event's commands
+                await self.dispatch.reconcile()
         await self.guard.tick()
         await self.pump()
 
