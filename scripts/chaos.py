@@ -58,7 +58,7 @@ from devline.supervisor import child_env  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from streams import topics as T  # noqa: E402
 from streams.client import _partitions, produce, records, replay  # noqa: E402
-from streams.topics import create_topics, wait_for_topics  # noqa: E402
+from streams.topics import create_topics, delete_prefixed_topics, wait_for_topics  # noqa: E402
 
 LONG_EVERY = 10
 KAFKA = ROOT / "scripts" / "kafka-local"
@@ -255,17 +255,20 @@ async def serving(settings: Settings) -> float:
     and answers "not leader" to reads and writes until then. ListOffsets must succeed."""
     from aiokafka import TopicPartition
 
-    topics = [settings.topic(spec.name) for spec in T.CATALOGUE]
+    parts = {settings.topic(spec.name): spec.partitions(settings) for spec in T.CATALOGUE}
+    tps = [TopicPartition(t, p) for t, n in parts.items() for p in range(n)]
     while True:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap,
                                     request_timeout_ms=2000)
         try:
             await consumer.start()
-            tps = [TopicPartition(t, p) for t in topics
-                   for p in sorted(consumer.partitions_for_topic(t) or ())]
-            if tps and await asyncio.wait_for(consumer.end_offsets(tps), 3):
-                return time.time()
-        except Exception:  # noqa: S110 - not serving yet
+            while True:
+                try:
+                    await asyncio.wait_for(consumer.end_offsets(tps), 3)
+                    return time.time()
+                except Exception:  # not serving yet
+                    await asyncio.sleep(0.05)
+        except Exception:  # noqa: S110 - not answering yet
             pass
         finally:  # a timed-out read leaves the client's tasks cancelled: stop anyway
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -369,13 +372,22 @@ async def run_seed(args: argparse.Namespace, seed: int, work: Path, out: IO[byte
             code = await run.wait()
         stop.set()
         await follower
+    result = {"seed": seed, **await report(settings, plan, watch, journal, work, done_faults,
+                                           elapsed, code)}
+    await delete_prefixed_topics(settings)  # one broker serves every seed: keep it light
+    return result
+
+
+async def report(settings: Settings, plan: dict[str, Any], watch: Watch, journal: Path,
+                 work: Path, done_faults: list[dict[str, Any]], elapsed: float, code: int
+                 ) -> dict[str, Any]:
     starts, finishes = journal_counts(journal)
     completed = Counter(v["task_id"] for _, et, v in watch.events
                         if et == "TaskCompleted" and not v["cached"])
     good, total = files_match(watch, settings.workspace)
     log_text = (work / "run.log").read_text(errors="replace")
     return {
-        "seed": seed, "tasks": watch.tasks, "elapsed_s": round(elapsed, 1),
+        "tasks": watch.tasks, "elapsed_s": round(elapsed, 1),
         "lost": watch.tasks - len(watch.done),
         "duplicated": sum(1 for n in finishes.values() if n > 1),
         "duplicated_results": sum(1 for n in completed.values() if n > 1),
