@@ -18,6 +18,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.emit import headers_for, new_id, now_ms
+from streams.outbox import Outbox
 
 log = logging.getLogger("devline.worker")
 
@@ -25,22 +26,38 @@ RETRY_CAP_S = 2.0  # a result waits at most this long after the broker is back
 
 
 class Results:
-    def __init__(self, settings: Settings, codec: Codec, worker_id: str) -> None:
+    def __init__(self, settings: Settings, codec: Codec, worker_id: str,
+                 outbox: Outbox | None = None) -> None:
         self.settings = settings
         self.codec = codec
         self.worker_id = worker_id
+        self.outbox = outbox
         self.producer: AIOKafkaProducer | None = None
+
+    async def resend_pending(self) -> list[str]:
+        """Send what a previous incarnation of this slot finished but did not report;
+        returns their dispatch ids."""
+        if self.outbox is None:
+            return []
+        sent = []
+        for event_type, record in await asyncio.to_thread(self.outbox.pending):
+            log.info("reporting %s of %s/%s that the previous worker in this slot finished",
+                     event_type, record["plan_id"], record["task_id"])
+            await self._send(event_type, record)
+            await asyncio.to_thread(self.outbox.remove, record["dispatch_id"])
+            sent.append(record["dispatch_id"])
+        return sent
 
     async def completed(self, item: WorkItem, started: int, result: ExecutionResult) -> None:
         data = result.content.encode("utf-8")
-        await self._send("TaskCompleted", {
+        await self._report("TaskCompleted", {
             **self._common(item, started), "cache_key": item.cache_key,
             "content": result.content, "content_hash": hashlib.sha256(data).hexdigest(),
             "size": len(data), "cached": False, "tokens": result.tokens, "cost": result.cost,
             "project": item.project})
 
     async def failed(self, item: WorkItem, started: int, exc: ExecutorError) -> None:
-        await self._send("TaskFailed", {
+        await self._report("TaskFailed", {
             **self._common(item, started), "error": str(exc), "error_type": exc.error_type,
             "retryable": exc.retryable,
             "fingerprint": error_fingerprint(exc.error_type, str(exc)),
@@ -51,6 +68,13 @@ class Results:
                 "path": item.path, "attempt": item.attempt, "worker_id": self.worker_id,
                 "dispatch_id": item.dispatch_id, "executor": item.executor,
                 "started_at": started, "finished_at": now_ms()}
+
+    async def _report(self, event_type: str, record: dict[str, Any]) -> None:
+        if self.outbox is not None:
+            await asyncio.to_thread(self.outbox.put, event_type, record)
+        await self._send(event_type, record)
+        if self.outbox is not None:
+            await asyncio.to_thread(self.outbox.remove, record["dispatch_id"])
 
     async def _send(self, event_type: str, record: dict[str, Any]) -> None:
         assert self.producer is not None

@@ -30,6 +30,7 @@ from schemas.codec import Codec
 from streams import topics as T
 from streams.emit import dead_letter_headers, now_ms
 from streams.offsets import OffsetBook, RebalanceListener
+from streams.outbox import Outbox
 from streams.results import Results
 from streams.staleness import StalenessProbe
 
@@ -84,7 +85,8 @@ class Worker:
         self.skipped = 0
         self.seen: OrderedDict[str, None] = OrderedDict()  # dispatch ids taken (duplicates)
         self.probe = StalenessProbe(settings, self.codec, self.worker_id, self.slot)
-        self.results = Results(settings, self.codec, self.worker_id)
+        outbox = Outbox(settings.data_dir / "outbox" / self.slot) if self.slot else None
+        self.results = Results(settings, self.codec, self.worker_id, outbox)
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -103,6 +105,8 @@ class Worker:
             max_partition_fetch_bytes=s.max_message_bytes, **s.kafka_common())
         await self.producer.start()
         self.results.producer = self.producer
+        for dispatch_id in await self.results.resend_pending():
+            self.seen[dispatch_id] = None  # its redelivered item is not run again
         await self.consumer.start()
         await self._wait_for_topic(s.topic(T.WORK_DEV))
         self.consumer.subscribe([s.topic(T.WORK_DEV)], listener=RebalanceListener(self))

@@ -1,0 +1,48 @@
+"""A worker's result outbox: a finished run's result is written to disk before it is sent
+and removed once the broker has it. A worker killed in between is restarted in the same
+slot (static group membership); it sends what its outbox holds before it takes new work,
+and recognises the redelivered item as one it already finished, instead of running the
+executor again."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("devline.worker")
+
+
+class Outbox:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, dispatch_id: str) -> Path:
+        safe = "".join(c for c in dispatch_id if c.isalnum() or c in "-_") or "unnamed"
+        return self.root / f"{safe}.json"
+
+    def put(self, event_type: str, record: dict[str, Any]) -> None:
+        target = self._path(record["dispatch_id"])
+        tmp = target.with_suffix(".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"type": event_type, "record": record}, f)
+            f.flush()
+            os.fsync(f.fileno())  # the point of an outbox: it survives the process
+        os.replace(tmp, target)
+
+    def remove(self, dispatch_id: str) -> None:
+        self._path(dispatch_id).unlink(missing_ok=True)
+
+    def pending(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for path in sorted(self.root.glob("*.json")):
+            try:
+                entry = json.loads(path.read_text(encoding="utf-8"))
+                out.append((str(entry["type"]), dict(entry["record"])))
+            except (OSError, ValueError, KeyError) as exc:  # torn by a crash mid-write
+                log.warning("outbox entry %s unreadable (%s); dropped", path.name, exc)
+                path.unlink(missing_ok=True)
+        return out
