@@ -82,9 +82,11 @@ def processor(
 
     settings = settings_of(ctx)
     pipeline = build(settings)
+    # Topics are checked before standing by: once they exist they stay, and a promotion
+    # should cost nothing but joining the group.
+    run_async(wait_for_topics(settings))
     if standby and not sys.stdin.readline():
         raise typer.Exit(0)  # stdin closed: the supervisor is gone, nothing to stand in for
-    run_async(wait_for_topics(settings))
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), quiet=True,
                           override_logging=False)
     worker.execute_from_commandline()
