@@ -26,6 +26,17 @@ async def produce(settings: Settings, topic: str, event_type: str, record: dict[
                           headers_for(event_type, record))
 
 
+async def publish_plan(settings: Settings, record: dict[str, Any]) -> tuple[int, int]:
+    """Submit a plan: one PlanSubmitted, its files by reference when they are too big for
+    a record (stored in the artifact store first)."""
+    from streams.claims import open_store, submission
+
+    codec = Codec.from_settings(settings)
+    size = len(codec.encode("PlanSubmitted", record))  # validates before touching Kafka
+    sent = await submission(record, size, open_store(settings))
+    return await produce(settings, T.PLANS, "PlanSubmitted", sent, sent["plan_id"], codec)
+
+
 async def send_raw(settings: Settings, topic: str, key: bytes | None, value: bytes | None,
                    headers: list[tuple[str, bytes]], partition: int | None = None
                    ) -> tuple[int, int]:
@@ -179,7 +190,10 @@ async def replay(settings: Settings, plan_id: str | None = None, *, codec: Codec
     codec = codec or Codec.from_settings(settings)
     states: dict[str, F.PlanState] = {}
     by_partition: dict[int, list[Any]] = {}
-    async for record in records(settings, T.EVENTS, idle_timeout=idle_timeout):
+    # One plan lives in one partition: read only that one.
+    only = [await plan_partition(settings, plan_id)] if plan_id is not None else None
+    async for record in records(settings, T.EVENTS, idle_timeout=idle_timeout,
+                                partitions=only):
         by_partition.setdefault(record.partition, []).append(record)
     # Within a partition the log order is the fold order; plans never span partitions.
     for part in sorted(by_partition):
@@ -219,7 +233,8 @@ async def plan_timeline(settings: Settings, plan_id: str) -> list[dict[str, Any]
     """One plan's events in log order, with time since the first and a short detail."""
     codec = Codec.from_settings(settings)
     found = []
-    async for record in records(settings, T.EVENTS, idle_timeout=1.0):
+    only = [await plan_partition(settings, plan_id)]
+    async for record in records(settings, T.EVENTS, idle_timeout=1.0, partitions=only):
         if record.key != plan_id.encode():
             continue
         try:

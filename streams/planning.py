@@ -9,12 +9,14 @@ and an offset reset (old submissions read again) decides nothing twice.
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from agents.executors.config import Executors
 from agents.planning import accept, reject, submission_digest
+from agents.planning.briefs import with_briefs
 from devline.errors import PlanError, SchemaError
 from streams import topics as T
 from streams.edge.persist import Unexpected, persist
@@ -47,6 +49,13 @@ class Planner:
 
     async def decide(self, record: dict[str, Any], offset: int) -> None:
         plan_id = str(record["plan_id"])
+        try:
+            record = await self.resolved(record)
+        except PlanError as exc:
+            log.info("plan %s rejected: %s", plan_id, exc)
+            # Its digest is that of the files it could not read: none a submitter knows.
+            await self._send("PlanRejected", {**reject(record, exc), "digest": None})
+            return
         digest = submission_digest(record)
         seen = self.submissions.get(plan_id)
         if seen and seen["digest"] != digest and seen.get("verdict") == "PlanAccepted":
@@ -61,26 +70,52 @@ class Planner:
         if not seen or seen["digest"] != digest:
             seen = {"digest": digest, "offset": offset, "at": self.p.ports.now_ms(),
                     "sent": False, "verdict": None}
-        event_type, decision = self._verdict(record, int(seen["at"]))
+        event_type, decision, blobs = self._verdict(record, int(seen["at"]))
         seen = {**seen, "verdict": event_type}
         self.submissions[plan_id] = seen
+        for blob in blobs.values():  # briefs first: a worker fetches them by hash
+            await self.p.ports.store.put(blob)
         await self._send(event_type, decision)
         self.submissions[plan_id] = {**seen, "sent": True}
 
-    def _verdict(self, record: dict[str, Any], at: int) -> tuple[str, dict[str, Any]]:
+    async def resolved(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The submission with its files: a plan too large for one record arrives with its
+        files in the artifact store (`files_ref`), fetched and checked here."""
+        ref = record.get("files_ref")
+        if not ref:
+            return record
+        data = await self.p.ports.store.get(ref)
+        if data is None:
+            raise PlanError(f"the plan's files (artifact {ref[:12]}) are not in the artifact "
+                            "store this processor reads; submit and processor must share "
+                            "one store (DEVLINE_ARTIFACT_DIR)", field="files_ref")
+        try:
+            files = json.loads(data.decode("utf-8"))
+        except ValueError as exc:
+            raise PlanError(f"the plan's files (artifact {ref[:12]}) are not JSON: {exc}",
+                            field="files_ref") from None
+        if not isinstance(files, list):
+            raise PlanError(f"the plan's files (artifact {ref[:12]}) are not a list",
+                            field="files_ref")
+        return {**record, "files": files, "files_ref": None}
+
+    def _verdict(self, record: dict[str, Any], at: int
+                 ) -> tuple[str, dict[str, Any], dict[str, bytes]]:
         try:
             accepted = accept(record, self.executors, accepted_at=at)
         except PlanError as exc:
             log.info("plan %s rejected: %s", record.get("plan_id"), exc)
-            return "PlanRejected", reject(record, exc)
+            return "PlanRejected", reject(record, exc), {}
+        accepted["tasks"], blobs = with_briefs(accepted["tasks"])
         try:
-            self.p.codec.encode("PlanAccepted", accepted)
+            size = len(self.p.codec.encode("PlanAccepted", accepted))
         except SchemaError as exc:
             return "PlanRejected", reject(record, PlanError(
-                f"plan too large to accept: {exc}", field="files"))
-        log.info("plan %s accepted: %d tasks, critical path %d long", accepted["plan_id"],
-                 len(accepted["tasks"]), len(accepted["critical_path"]))
-        return "PlanAccepted", accepted
+                f"plan too large to accept: {exc}", field="files")), {}
+        log.info("plan %s accepted: %d tasks (%d briefs by hash, %d KB), critical path %d "
+                 "long", accepted["plan_id"], len(accepted["tasks"]), len(blobs),
+                 size // 1024, len(accepted["critical_path"]))
+        return "PlanAccepted", accepted, blobs
 
     async def _send(self, event_type: str, record: dict[str, Any]) -> None:
         await self.p.ports.publish(event_type, record)

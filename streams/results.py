@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
@@ -17,9 +19,12 @@ from devline.errors import ExecutorError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+from streams.artifacts import ArtifactStore
+from streams.claims import completed_content
 from streams.emit import headers_for, new_id, now_ms
 from streams.outbox import Outbox
 
+T_ = TypeVar("T_")
 log = logging.getLogger("devline.worker")
 
 RETRY_CAP_S = 2.0  # a result waits at most this long after the broker is back
@@ -27,8 +32,9 @@ RETRY_CAP_S = 2.0  # a result waits at most this long after the broker is back
 
 class Results:
     def __init__(self, settings: Settings, codec: Codec, worker_id: str,
-                 outbox: Outbox | None = None) -> None:
+                 outbox: Outbox | None = None, store: ArtifactStore | None = None) -> None:
         self.settings = settings
+        self.store = store
         self.codec = codec
         self.worker_id = worker_id
         self.outbox = outbox
@@ -49,12 +55,18 @@ class Results:
         return sent
 
     async def completed(self, item: WorkItem, started: int, result: ExecutionResult) -> None:
-        data = result.content.encode("utf-8")
+        content: str | None
+        if self.store is None:
+            data = result.content.encode("utf-8")
+            content, digest, size = result.content, hashlib.sha256(data).hexdigest(), len(data)
+        else:
+            content, digest, size = await self._retried(
+                f"storing the output of {item.plan_id}/{item.task_id}",
+                partial(completed_content, result.content, self.store))
         await self._report("TaskCompleted", {
             **self._common(item, started), "cache_key": item.cache_key,
-            "content": result.content, "content_hash": hashlib.sha256(data).hexdigest(),
-            "size": len(data), "cached": False, "tokens": result.tokens, "cost": result.cost,
-            "project": item.project})
+            "content": content, "content_hash": digest, "size": size, "cached": False,
+            "tokens": result.tokens, "cost": result.cost, "project": item.project})
 
     async def failed(self, item: WorkItem, started: int, exc: ExecutorError) -> None:
         await self._report("TaskFailed", {
@@ -78,18 +90,23 @@ class Results:
 
     async def _send(self, event_type: str, record: dict[str, Any]) -> None:
         assert self.producer is not None
-        value = self.codec.encode(event_type, record)
+        producer, value = self.producer, self.codec.encode(event_type, record)
+        await self._retried(
+            f"reporting {event_type} of {record['plan_id']}/{record['task_id']}",
+            partial(producer.send_and_wait, self.settings.topic(T.EVENTS),
+                    key=record["plan_id"].encode(), value=value,
+                    headers=headers_for(event_type, record)))
+
+    @staticmethod
+    async def _retried(what: str, step: Callable[[], Awaitable[T_]]) -> T_:
+        """Our own failure (the broker or the store away) is retried until it passes."""
         pause = 0.2
         while True:
             try:
-                await self.producer.send_and_wait(
-                    self.settings.topic(T.EVENTS), key=record["plan_id"].encode(), value=value,
-                    headers=headers_for(event_type, record))
-                return
+                return await step()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("reporting %s of %s/%s failed (%s); retrying in %.1fs", event_type,
-                            record["plan_id"], record["task_id"], exc, pause)
+                log.warning("%s failed (%s); retrying in %.1fs", what, exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, RETRY_CAP_S)

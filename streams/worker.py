@@ -28,6 +28,7 @@ from devline.errors import DecodeError, ExecutorError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+from streams.claims import open_store, resolve_item
 from streams.emit import dead_letter_headers, now_ms
 from streams.offsets import OffsetBook, RebalanceListener
 from streams.outbox import Outbox
@@ -86,7 +87,8 @@ class Worker:
         self.seen: OrderedDict[str, None] = OrderedDict()  # dispatch ids taken (duplicates)
         self.probe = StalenessProbe(settings, self.codec, self.worker_id, self.slot)
         outbox = Outbox(settings.data_dir / "outbox" / self.slot) if self.slot else None
-        self.results = Results(settings, self.codec, self.worker_id, outbox)
+        self.store = open_store(settings)
+        self.results = Results(settings, self.codec, self.worker_id, outbox, self.store)
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -259,6 +261,7 @@ class Worker:
         started = now_ms()
         sandbox = Path(tempfile.mkdtemp(prefix="devline-task-"))
         try:
+            item = await resolve_item(item, raw.get("brief"), self.store)
             result = await self.executors.run(item, sandbox, self.settings.executor_timeout)
         except ExecutorError as exc:
             log.info("task %s/%s attempt %d failed (%s): %s", item.plan_id, item.task_id,

@@ -155,6 +155,7 @@ def validate(record: Mapping[str, Any], executors: Collection[str] | None = None
 
 def submission_digest(record: Mapping[str, Any]) -> str:
     """What a plan asks for, hashed: equal for the same plan submitted twice (when and by
-    whom it was submitted do not count)."""
-    body = {k: v for k, v in record.items() if k not in ("submitted_at", "submitted_by")}
+    whom it was submitted do not count, nor whether its files came inline or by reference)."""
+    body = {k: v for k, v in record.items() if k not in ("submitted_at", "submitted_by")
+            and not (k == "files_ref" and v is None)}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()

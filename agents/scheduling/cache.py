@@ -18,8 +18,11 @@ def content_hash(content: str) -> str:
 
 def cache_key(spec: Mapping[str, Any], identity: str, dep_hashes: Sequence[str]) -> str:
     """Stable key: equal inputs give equal keys across processes and runs."""
+    fields = {f: spec.get(f) for f in SPEC_FIELDS}
+    if spec.get("brief"):  # description and content by hash (absent keys keep old keys)
+        fields["brief"] = spec["brief"]
     doc = {
-        "spec": {f: spec.get(f) for f in SPEC_FIELDS},
+        "spec": fields,
         "executor": identity,
         "deps": sorted(dep_hashes),
     }

@@ -89,7 +89,8 @@ def _spec(raw: dict[str, Any]) -> TaskSpec:
             "description": raw.get("description") or "", "depends_on": list(raw["depends_on"]),
             "content": raw.get("content"), "cost": float(raw.get("cost") or 0.0),
             "priority": float(raw.get("priority") or 0.0), "level": int(raw.get("level") or 0),
-            "executor": raw["executor"], "simulate": raw.get("simulate")}
+            "executor": raw["executor"], "simulate": raw.get("simulate"),
+            "brief": raw.get("brief")}
 
 
 def _plan_done_command(h: dict[str, Any], fresh: bool) -> list[Command]:

@@ -44,6 +44,7 @@ class TaskSpec(TypedDict):
     level: int
     executor: str
     simulate: dict[str, Any] | None
+    brief: str | None          # sha256 of description + content in the artifact store
 
 
 class TaskRecord(TypedDict):

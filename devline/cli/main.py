@@ -94,8 +94,7 @@ def submit(
     from agents.executors.config import Executors
     from agents.planning import load_plan_file, submission_digest
     from devline.cli.progress import follow_plan
-    from streams import topics as T
-    from streams.client import produce
+    from streams.client import publish_plan
 
     settings = settings_of(ctx)
     try:
@@ -106,7 +105,7 @@ def submit(
         err.print(f"[red]invalid plan[/red] {escape(str(plan))}: {escape(str(exc))}")
         raise typer.Exit(1) from None
 
-    run_async(produce(settings, T.PLANS, "PlanSubmitted", record, key=record["plan_id"]))
+    run_async(publish_plan(settings, record))
     print(record["plan_id"], flush=True)
     if wait or verdict:
         code = run_async(follow_plan(settings, record["plan_id"], submission_digest(record),

@@ -14,7 +14,6 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
-from agents.context import build_context
 from agents.executors.config import Executors
 from agents.scheduling import fold as F
 from agents.scheduling.cache import cache_key
@@ -127,12 +126,9 @@ class DispatchLoop:
         if dispatch_id in self._sent:
             return
         spec = task["spec"]
-        deps = []
-        for d in spec["depends_on"]:
-            digest = state.tasks[d]["content_hash"] or ""
-            data = await self.p.store.get(digest) if digest else None
-            deps.append((state.tasks[d]["spec"]["path"], digest,
-                         data.decode("utf-8", "replace") if data is not None else None))
+        # Dependencies' outputs by hash: the worker fetches them and builds its context.
+        context = sorted((state.tasks[d]["spec"]["path"], state.tasks[d]["content_hash"] or "")
+                         for d in spec["depends_on"])
         item = {
             "plan_id": h["plan_id"], "task_id": task_id, "path": spec["path"],
             "language": spec.get("language"), "description": spec.get("description") or "",
@@ -141,8 +137,9 @@ class DispatchLoop:
             "priority": float(spec["priority"]), "cache_key": self.key_for(state, task),
             "dispatch_id": dispatch_id, "worker_id": task["worker_id"] or "",
             "simulate": spec.get("simulate"),
-            "context": [{"path": c.path, "content_hash": c.content_hash, "content": c.content,
-                         "interface": c.interface} for c in build_context(deps)],
+            "context": [{"path": path, "content_hash": digest, "content": None,
+                         "interface": None} for path, digest in context],
+            "brief": spec.get("brief"),
             "options": dict(h.get("options") or {}), "dispatched_at": self.p.now_ms(),
             "project": h["project"],
             "dispatch_partition": origin[0] if origin else None,
