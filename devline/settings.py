@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,9 @@ from pydantic import (
 )
 
 from devline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streams.artifacts import ArtifactStore
 
 ENV_PREFIX = "DEVLINE_"
 
@@ -51,6 +54,10 @@ class Settings(BaseModel):
     data_dir: Path = Field(Path(".devline-data"), description="Local state of stream processors")
     artifact_dir: Path | None = Field(
         None, description="Content-addressed artifact store (default: <data_dir>/artifacts)")
+    artifact_url: str | None = Field(
+        None, description="Artifact store in S3 or an S3-compatible server, shared by every "
+        "process of a cluster: s3://bucket[/prefix][?endpoint=http://host:9000&region=...]; "
+        "credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws")
     instance_id: str | None = Field(
         None, description="Static group membership id of a processor: a restart with the "
         "same id takes its partitions back at once instead of after the session timeout")
@@ -100,6 +107,26 @@ class Settings(BaseModel):
             raise ValueError("may hold only letters, digits, '.', '_' and '-'")
         return value
 
+    @field_validator("artifact_url")
+    @classmethod
+    def _artifact_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        from streams.artifacts import S3Location
+
+        try:
+            S3Location.parse(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _one_artifact_store(self) -> Settings:
+        if self.artifact_url and self.artifact_dir:
+            raise ValueError("artifact_dir and artifact_url both name an artifact store; "
+                             "set one (DEVLINE_ARTIFACT_DIR or DEVLINE_ARTIFACT_URL)")
+        return self
+
     @model_validator(mode="after")
     def _pool_bounds(self) -> Settings:
         if self.min_workers > self.max_workers:
@@ -142,8 +169,20 @@ class Settings(BaseModel):
             raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
 
     def artifacts(self) -> Path:
-        """Where the local artifact store keeps contents by hash."""
+        """Where the local artifact store keeps contents by hash. ConfigError when the store
+        is in S3: a process that built a local store then would not share the cluster's."""
+        if self.artifact_url:
+            raise ConfigError("the artifact store is in S3 (DEVLINE_ARTIFACT_URL), not a "
+                              "directory: build it with Settings.artifact_store()")
         return self.artifact_dir or self.data_dir / "artifacts"
+
+    def artifact_store(self) -> ArtifactStore:
+        """The artifact store: the S3 bucket of `artifact_url`, else the local directory."""
+        from streams.artifacts import LocalArtifactStore, S3ArtifactStore
+
+        if self.artifact_url:
+            return S3ArtifactStore.from_url(self.artifact_url)
+        return LocalArtifactStore(self.artifacts())
 
     def topic(self, name: str) -> str:
         """Full topic name for a catalogue name such as `devline.plans`."""

@@ -2,30 +2,46 @@
 
 Events and tables carry hashes; contents live here. `put` is idempotent (the same bytes
 land at the same name), so storing an artifact is an effect that can be redone after any
-crash. The local store is a directory shared by every devline process of one machine;
-blocking file I/O runs in a thread, never in the event loop.
+crash. The local store is a directory shared by every devline process of one machine; the
+S3 store is a bucket (AWS S3 or any S3-compatible server) shared by a whole cluster.
+Blocking I/O (files, boto3) runs in a thread, never in the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import hashlib
 import os
+import re
+import threading
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
-from devline.errors import DevlineError
+from devline.errors import ConfigError, DevlineError
 
 
 class ArtifactError(DevlineError):
-    """The store could not be read or written (disk full, permissions); retried by callers."""
+    """The store could not be read or written (disk full, permissions, S3 unreachable or
+    refusing); retried by callers."""
 
     retryable = True
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def checked_digest(digest: str) -> str:
+    """`digest` when it is a lowercase sha256 hex digest (it becomes a file or key name)."""
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise ArtifactError(f"not a sha256 hex digest: {digest[:80]!r}")
+    return digest
 
 
 class ArtifactStore(Protocol):
@@ -45,8 +61,7 @@ class LocalArtifactStore:
         self.root = Path(root)
 
     def path_for(self, digest: str) -> Path:
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-            raise ArtifactError(f"not a sha256 hex digest: {digest[:80]!r}")
+        checked_digest(digest)
         return self.root / "sha256" / digest[:2] / digest
 
     async def put(self, data: bytes) -> str:
@@ -58,8 +73,9 @@ class LocalArtifactStore:
     def put_sync(self, data: bytes) -> str:
         digest = sha256(data)
         target = self.path_for(digest)
-        if target.exists():
-            return digest
+        with contextlib.suppress(OSError):  # absent or unreadable: write it
+            if target.stat().st_size == len(data):  # a file of another length is replaced
+                return digest
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{digest}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -80,3 +96,234 @@ class LocalArtifactStore:
         if sha256(data) != digest:  # a torn or tampered file is as good as missing
             return None
         return data
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ADDRESSING = ("auto", "path", "virtual")
+_URL_FORM = "s3://bucket[/prefix][?endpoint=http://host:port&region=...&addressing=path]"
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """Where an S3 store keeps its objects: `s3://bucket/prefix?endpoint=...&region=...`.
+
+    Credentials never appear here: boto3 finds them (AWS_ACCESS_KEY_ID and
+    AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws, an instance role).
+    """
+
+    bucket: str
+    prefix: str = ""  # "" or ending in "/"
+    endpoint: str | None = None  # None: AWS S3 itself
+    region: str | None = None
+    addressing: str = "auto"
+
+    @property
+    def where(self) -> str:
+        """The bucket and endpoint, for error messages."""
+        return f"bucket {self.bucket!r} at {self.endpoint or 'AWS S3'}"
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        """Parse an artifact URL; ConfigError naming the bad part (never echoing a secret)."""
+        parts = urlsplit(url.strip())
+        if parts.scheme != "s3":
+            raise ConfigError(f"the artifact URL must look like {_URL_FORM} (for a local "
+                              "directory set DEVLINE_ARTIFACT_DIR instead)")
+        if "@" in parts.netloc:
+            raise ConfigError("the artifact URL must not carry credentials: set "
+                              "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+        if not _BUCKET.fullmatch(parts.netloc):
+            raise ConfigError(f"artifact URL: {parts.netloc!r} is not an S3 bucket name "
+                              "(3-63 lowercase letters, digits, '.' and '-')")
+        if parts.fragment:
+            raise ConfigError("artifact URL: a '#fragment' has no meaning here")
+        prefix = parts.path.strip("/")
+        if prefix and any(seg in ("", ".", "..") for seg in prefix.split("/")):
+            raise ConfigError(f"artifact URL: prefix {prefix!r} has an empty, '.' or '..' part")
+        options: dict[str, str] = {}
+        for name, value in parse_qsl(parts.query, keep_blank_values=True):
+            if name not in ("endpoint", "region", "addressing"):
+                raise ConfigError(f"artifact URL: unknown option {name!r} (known: endpoint, "
+                                  "region, addressing)")
+            if name in options:
+                raise ConfigError(f"artifact URL: option {name!r} given twice")
+            options[name] = value
+        endpoint = options.get("endpoint") or None
+        if endpoint is not None:
+            endpoint = _checked_endpoint(endpoint)
+        region = options.get("region") or None
+        if region is not None and not _REGION.fullmatch(region):
+            raise ConfigError(f"artifact URL: {region!r} is not a region name")
+        addressing = options.get("addressing") or ("path" if endpoint else "auto")
+        if addressing not in _ADDRESSING:
+            raise ConfigError(f"artifact URL: addressing must be one of {', '.join(_ADDRESSING)}")
+        return cls(parts.netloc, prefix + "/" if prefix else "", endpoint, region, addressing)
+
+
+def _checked_endpoint(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("artifact URL: endpoint must be http(s)://host[:port], e.g. "
+                          "endpoint=http://127.0.0.1:9000")
+    if "@" in parts.netloc:
+        raise ConfigError("artifact URL: the endpoint must not carry credentials")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"artifact URL: bad port in endpoint {parts.netloc!r}") from exc
+    if parts.query or parts.fragment:
+        raise ConfigError("artifact URL: the endpoint must have no query or fragment")
+    return endpoint.rstrip("/")
+
+
+# A missing key: NoSuchKey from GET, a bare 404 from HEAD (which has no body to say more).
+_ABSENT = frozenset({"NoSuchKey", "404", "NotFound"})
+_DENIED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                     "ExpiredToken", "InvalidToken", "TokenRefreshRequired", "403"})
+
+
+class S3ArtifactStore:
+    """`<prefix>sha256/ab/abcdef...` in a bucket of AWS S3 or an S3-compatible server.
+
+    boto3 blocks, so each call runs in a thread; one client serves them all (boto3 clients
+    are thread-safe, sessions are not, so the client is made once, under a lock). boto3
+    itself retries throttling, 5xx and dropped connections a few times; what still fails
+    is an `ArtifactError` (retryable), and the message names the bucket and endpoint.
+    The credentials need s3:GetObject, s3:PutObject and s3:ListBucket (without ListBucket
+    a missing object reads as 403, not 404).
+    """
+
+    def __init__(self, location: S3Location) -> None:
+        try:
+            import boto3  # noqa: F401 - fail at start-up, not at the first artifact
+        except ImportError as exc:
+            raise ConfigError("the S3 artifact store needs boto3: "
+                              "pip install 'devline[s3]'") from exc
+        self.location = location
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> S3ArtifactStore:
+        return cls(S3Location.parse(url))
+
+    def key_for(self, digest: str) -> str:
+        checked_digest(digest)
+        return f"{self.location.prefix}sha256/{digest[:2]}/{digest}"
+
+    async def put(self, data: bytes) -> str:
+        return await asyncio.to_thread(self.put_sync, data)
+
+    async def get(self, digest: str) -> bytes | None:
+        return await asyncio.to_thread(self.get_sync, digest)
+
+    def put_sync(self, data: bytes) -> str:
+        """HEAD first, PUT only when the object is absent or not ours. Re-sending bytes the
+        bucket has would cost bandwidth, a PUT request and, in a versioned bucket, a new
+        version for every redone effect. An object of another length or without our
+        sha256 mark (torn by hand, copied in by a tool) is replaced. S3 PUTs are atomic:
+        concurrent puts of the same bytes leave the same object."""
+        digest = sha256(data)
+        key = self.key_for(digest)
+        loc = self.location
+        # A 403 on HEAD (no s3:ListBucket) leaves the decision to the PUT.
+        head = self._call("check", key, lambda s3: s3.head_object(Bucket=loc.bucket, Key=key),
+                          absent=_ABSENT | {"403", "AccessDenied"})
+        if (head is not None and head.get("ContentLength") == len(data)
+                and head.get("Metadata", {}).get("sha256") == digest):
+            return digest
+        # Content-MD5: the server rejects a body damaged on the way (every S3 clone knows it).
+        md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+        self._call("store", key, lambda s3: s3.put_object(
+            Bucket=loc.bucket, Key=key, Body=data, ContentMD5=md5,
+            ContentType="application/octet-stream", Metadata={"sha256": digest}))
+        return digest
+
+    def get_sync(self, digest: str) -> bytes | None:
+        key = self.key_for(digest)
+        loc = self.location
+
+        def read(s3: Any) -> bytes:
+            body = s3.get_object(Bucket=loc.bucket, Key=key)["Body"]
+            try:
+                data: bytes = body.read()
+            finally:
+                body.close()
+            return data
+
+        data = self._call("read", key, read, absent=_ABSENT)
+        if data is None or sha256(data) != digest:  # tampered is as good as missing
+            return None
+        return data
+
+    def _s3(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                loc = self.location
+                session = boto3.session.Session()
+                region = loc.region or session.region_name or ("us-east-1" if loc.endpoint
+                                                               else None)
+                self._client = session.client("s3", endpoint_url=loc.endpoint,
+                                              region_name=region, config=Config(
+                    connect_timeout=10, read_timeout=60, max_pool_connections=32,
+                    retries={"mode": "standard", "max_attempts": 3},
+                    s3={"addressing_style": loc.addressing},
+                    # Newer botocore adds CRC32 trailers and checksum-mode headers that
+                    # several S3 clones reject; Content-MD5 and our sha256 check suffice.
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required"))
+            return self._client
+
+    def _call(self, action: str, key: str, op: Callable[[Any], Any],
+              absent: frozenset[str] = frozenset()) -> Any:
+        """`op(client)`; None when it fails with one of the `absent` codes."""
+        from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+
+        try:
+            return op(self._s3())
+        except ClientError as exc:
+            if _code(exc) in absent:
+                return None
+            raise self._failure(action, key, exc) from exc
+        except ParamValidationError:
+            raise  # a bug of ours, not the store's
+        except (BotoCoreError, OSError) as exc:
+            raise self._failure(action, key, exc) from exc
+
+    def _failure(self, action: str, key: str, exc: Exception) -> ArtifactError:
+        from botocore.exceptions import (
+            ClientError,
+            CredentialRetrievalError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        where = self.location.where
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError
+                      | CredentialRetrievalError):
+            return ArtifactError(f"no usable AWS credentials for the artifact {where} "
+                                 f"({type(exc).__name__}): set AWS_ACCESS_KEY_ID and "
+                                 "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE")
+        if isinstance(exc, ClientError):
+            code = _code(exc)
+            if code == "NoSuchBucket":
+                return ArtifactError(f"the artifact {where} does not exist: create it, or "
+                                     "point DEVLINE_ARTIFACT_URL at one that does")
+            if code in _DENIED:
+                return ArtifactError(f"the artifact {where} refused to {action} {key} ({code}):"
+                                     " check the AWS credentials and the bucket's policy")
+            message = exc.response.get("Error", {}).get("Message") or ""
+            return ArtifactError(f"cannot {action} artifact {key} in the {where}: {code} "
+                                 f"{message}".rstrip())
+        return ArtifactError(f"cannot {action} artifact {key}: the {where} did not answer "
+                             f"({type(exc).__name__}: {exc})")
+
+
+def _code(exc: Any) -> str:
+    """The S3 error code of a ClientError ("NoSuchKey", "SlowDown", "404", ...)."""
+    return str(exc.response.get("Error", {}).get("Code")
+               or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
