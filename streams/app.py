@@ -11,7 +11,6 @@ from faust.tables import TableManager
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
-from streams.artifacts import LocalArtifactStore
 from streams.edge.ports import Ports
 from streams.emit import Emitter
 
@@ -103,7 +102,7 @@ class Pipeline:
         # The planner's memory of plan ids it decided on (idempotent planning).
         self.submissions = self.app.Table("submissions", **table)
         self.emit = Emitter(settings, self.codec, self._send)
-        self.store = LocalArtifactStore(settings.artifacts())
+        self.store = settings.artifact_store()
         tables: Any = (self.plans, self.tasks, self.cache, self.breakers)  # Table protocol
         self.ports = Ports(settings, self.codec, self.emit, self.store, *tables)
 

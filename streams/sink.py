@@ -23,7 +23,7 @@ from devline.errors import DecodeError, WorkspaceError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
-from streams.artifacts import ArtifactStore
+from streams.artifacts import ArtifactError, ArtifactStore
 from streams.edge.ports import RawRecord
 from streams.workspace import target_path, write_atomically
 
@@ -117,7 +117,7 @@ class FileSink:
             except (WorkspaceError, MissingArtifact) as exc:
                 log.error("%s/%s not written: %s", ev["plan_id"], ev["path"], exc)
                 return
-            except OSError as exc:
+            except (OSError, ArtifactError) as exc:  # the disk or the store: ours, retried
                 log.warning("writing %s/%s failed (%s); retrying in %.1fs", ev["plan_id"],
                             ev["path"], exc, pause)
                 await asyncio.sleep(pause)
@@ -153,9 +153,7 @@ class FileSink:
 async def run_sink(settings: Settings) -> None:
     import signal
 
-    from streams.artifacts import LocalArtifactStore
-
-    sink = FileSink(settings, LocalArtifactStore(settings.artifacts()))
+    sink = FileSink(settings, settings.artifact_store())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, sink.stopping.set)
