@@ -5,7 +5,10 @@ by a `TaskRedriveRequested`: the stream processor checks it against the plan's s
 the task is still dead at that attempt, decides a `TaskRetryScheduled` whose reason starts
 with "redrive"; the fold revives the task with a fresh attempt budget and a clean
 no-progress history. A poison record (bytes that did
-not decode where they were read) is put back on its source topic as it was.
+not decode where they were read) is put back on its source topic as it was: when the letter
+carries only the head of a big value (or key) by reference, the full bytes come from the
+artifact store and must match their hash; without them the redrive is refused, and the
+truncated copy is never republished.
 
 Each letter is redriven at most once. Task redrives are found again in devline.events by
 their reason; poison redrives by an `OpsDecision` (action "redrive") on devline.ops, since a
@@ -26,12 +29,24 @@ from devline.errors import DecodeError, DevlineError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+from streams.artifacts import (
+    ArtifactError,
+    ArtifactStore,
+    LocalArtifactStore,
+    S3ArtifactStore,
+    sha256,
+)
 from streams.client import produce, records
-from streams.emit import new_id, now_ms
+from streams.emit import REF_SCHEME, new_id, now_ms, ref_headers
 
 IDLE_S = 1.0  # a topic scan ends after this long with nothing new
 REDRIVE_OF = "redrive-of"  # header on a republished poison record: where it came back from
 _MARK = re.compile(r"^redrive: from DLQ offset (\d+)\b")
+
+
+class OriginalMissing(DevlineError):
+    """A letter holds only the head of a record and the artifact store lacks the full bytes
+    (or holds other bytes under the hash): the record cannot be put back as it was."""
 
 
 def redrive_reason(offset: int) -> str:
@@ -89,6 +104,23 @@ class Letter:
     def at(self) -> int:
         return self._int("dlq-at") or self.timestamp
 
+    def ref(self, part: str = "value") -> str | None:
+        """The sha256 (hex) of the full `part` ("value" or "key") when the letter carries
+        only its head by reference, else None."""
+        raw = self.header(ref_headers(part)[0])
+        return raw[len(REF_SCHEME):] if raw and raw.startswith(REF_SCHEME) else None
+
+    def size(self, part: str = "value") -> int | None:
+        """The original length of `part`: from the headers when by reference, else inline."""
+        if self.ref(part) is not None:
+            return self._int(ref_headers(part)[1])
+        data = self.value if part == "value" else self.key
+        return len(data) if data is not None else None
+
+    @property
+    def truncated(self) -> bool:
+        return self.ref("value") is not None or self.ref("key") is not None
+
     @property
     def source(self) -> tuple[str | None, int | None, int | None]:
         return (self.header("dlq-source-topic"), self._int("dlq-source-partition"),
@@ -104,7 +136,45 @@ class Letter:
                 "plan_id": self.plan_id, "task_id": self.task_id, "attempt": self.attempt,
                 "fingerprint": self.header("dlq-fingerprint"),
                 "event_type": self.header("event-type"), "reason": self.header("dlq-reason"),
-                "redriven": redriven}
+                "value_size": self.size("value"), "value_ref": self.ref("value"),
+                "key_ref": self.ref("key"), "redriven": redriven}
+
+
+async def original(letter: Letter, part: str, store: ArtifactStore) -> bytes | None:
+    """The full `part` ("value" or "key") of the record a letter stands for: inline, or from
+    the store by its reference, checked against hash and size. Raises `OriginalMissing`."""
+    inline = letter.value if part == "value" else letter.key
+    digest = letter.ref(part)
+    if digest is None:
+        return inline
+    size = letter.size(part)
+    where = (f"letter at offset {letter.offset} holds the first {len(inline or b'')} of "
+             f"{size if size is not None else '?'} bytes of its {part}; the full {part} "
+             f"{REF_SCHEME}{digest}")
+    try:
+        data = await store.get(digest)
+    except ArtifactError as exc:
+        raise OriginalMissing(f"{where} cannot be read from the artifact store: {exc}") \
+            from exc
+    if data is None:
+        raise OriginalMissing(f"{where} is not in the artifact store{_store_name(store)}")
+    if sha256(data) != digest or (size is not None and len(data) != size):
+        raise OriginalMissing(f"{where} does not match what the artifact store holds "
+                              f"({len(data)} bytes, {REF_SCHEME}{sha256(data)})")
+    return data
+
+
+def _store_name(store: ArtifactStore) -> str:
+    if isinstance(store, LocalArtifactStore):
+        return f" at {store.root} (DEVLINE_ARTIFACT_DIR)"
+    if isinstance(store, S3ArtifactStore):
+        return f", the {store.location.where} (DEVLINE_ARTIFACT_URL)"
+    return ""
+
+
+async def originals(letter: Letter, store: ArtifactStore) -> tuple[bytes | None, bytes | None]:
+    """The full key and value of the record a letter stands for (see `original`)."""
+    return await original(letter, "key", store), await original(letter, "value", store)
 
 
 def find(letters: Sequence[Letter], offset: int) -> Letter | None:
@@ -230,24 +300,28 @@ async def redrive_marks(settings: Settings, codec: Codec) -> dict[int, str]:
 
 
 # -- sending -----------------------------------------------------------------------------
-async def _republish(settings: Settings, letter: Letter) -> tuple[int, int]:
-    """Put a poison record back on its source topic and partition, as it was."""
+async def _republish(settings: Settings, letter: Letter, store: ArtifactStore
+                     ) -> tuple[int, int]:
+    """Put a poison record back on its source topic and partition, as it was (its full
+    bytes, from the store when the letter holds only their head)."""
     from streams.client import send_raw
 
+    key, value = await originals(letter, store)
     topic, part, _ = letter.source
     headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq-")]
     headers.append((REDRIVE_OF, f"{T.DLQ}@{letter.partition}:{letter.offset}".encode()))
-    return await send_raw(settings, str(topic), letter.key, letter.value, headers,
+    return await send_raw(settings, str(topic), key, value, headers,
                           partition=part if part is not None and part >= 0 else None)
 
 
-async def execute(settings: Settings, d: Decision) -> str:
-    """Carry out one decision; return what was done."""
+async def execute(settings: Settings, d: Decision, store: ArtifactStore | None = None) -> str:
+    """Carry out one decision; return what was done. Raises `OriginalMissing` (nothing
+    sent) for a poison record whose full bytes the store does not have."""
     if d.action == "task":
         await produce(settings, T.EVENTS, "TaskRedriveRequested", d.event,
                       key=d.event["plan_id"])
         return d.detail.replace("revive", "asked the processor to revive", 1)
-    part, off = await _republish(settings, d.letter)
+    part, off = await _republish(settings, d.letter, store or settings.artifact_store())
     topic = str(d.letter.source[0])
     await produce(settings, T.OPS, "OpsDecision", {
         "decision_id": new_id(), "plan_id": None, "action": "redrive",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from devline.settings import Settings
@@ -13,6 +15,19 @@ from schemas.codec import Codec
 from streams import topics as T
 
 Send = Callable[..., Awaitable[Any]]
+
+# Dead letters by reference. A dead-lettered value larger than VALUE_INLINE_MAX goes to the
+# artifact store whole; the DLQ gets its first VALUE_HEAD bytes and its hash. 256 KiB keeps
+# every dead letter (value, key, headers: under 300 KiB) far below the 8 MiB the topics
+# allow, so no original plus headers can exceed it, and below the 1 MiB that Kafka tools
+# fetch and accept by default; it is far above what devline itself dead-letters (a
+# TaskFailed is typically a few KB). 64 KiB of head is plenty to recognise a record (`dlq
+# show` dumps 1 KiB) and keeps 30 days of big garbage from filling the DLQ. Keys alike.
+VALUE_INLINE_MAX = 256 * 1024
+VALUE_HEAD = 64 * 1024
+KEY_INLINE_MAX = 16 * 1024
+KEY_HEAD = 1024
+REF_SCHEME = "sha256:"
 
 
 def detach(delivery: Any) -> None:
@@ -59,6 +74,41 @@ def dead_letter_headers(reason: str, *, topic: str, partition: int | None, offse
     return hdrs
 
 
+def ref_headers(part: str) -> tuple[str, str, str]:
+    """Names of the headers saying a dead letter's `part` ("value" or "key") is by reference."""
+    return f"dlq-{part}-ref", f"dlq-{part}-size", f"dlq-{part}-truncated"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead letter as it is sent, and the originals to store (first) that it refers to."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    originals: tuple[bytes, ...] = ()
+
+
+def _spill(part: str, data: bytes | None, inline_max: int, head: int
+           ) -> tuple[bytes | None, list[tuple[str, bytes]], tuple[bytes, ...]]:
+    if data is None or len(data) <= inline_max:
+        return data, [], ()
+    ref, size, truncated = ref_headers(part)
+    digest = hashlib.sha256(data).hexdigest()
+    return data[:head], [(ref, f"{REF_SCHEME}{digest}".encode()),
+                         (size, str(len(data)).encode()), (truncated, b"true")], (data,)
+
+
+def by_reference(value: bytes | None, key: bytes | None,
+                 headers: list[tuple[str, bytes]]) -> DeadLetter:
+    """The dead letter to send for a record: small values and keys inline, as they are;
+    larger ones truncated to their head, with `dlq-<part>-ref: sha256:<hex>`,
+    `dlq-<part>-size` (the original length) and `dlq-<part>-truncated: true` headers."""
+    v, v_headers, v_orig = _spill("value", value, VALUE_INLINE_MAX, VALUE_HEAD)
+    k, k_headers, k_orig = _spill("key", key, KEY_INLINE_MAX, KEY_HEAD)
+    return DeadLetter(k, v, [*headers, *v_headers, *k_headers], v_orig + k_orig)
+
+
 class Emitter:
     """Encodes records with the codec and sends them through a `send(topic, ...)` function."""
 
@@ -78,7 +128,9 @@ class Emitter:
 
     async def dead_letter(self, value: bytes | None, key: bytes | None,
                           headers: list[tuple[str, bytes]]) -> Any:
-        """Queue a dead letter; returns its delivery future (if any)."""
+        """Queue a dead letter as given; returns its delivery future (if any). Callers go
+        through `Ports.publish_dead_letter`, which stores big originals and sends a
+        reference (`by_reference`)."""
         return await self._send(self.settings.topic(T.DLQ), key=key, value=value,
                                 partition=None, headers=headers)
 

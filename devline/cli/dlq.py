@@ -21,10 +21,13 @@ from streams import topics as T
 from streams.client import replay
 from streams.deadletters import (
     Letter,
+    OriginalMissing,
     decide_all,
     execute,
     find,
     load_letters,
+    original,
+    originals,
     redrive_marks,
 )
 from streams.emit import now_ms
@@ -132,7 +135,10 @@ def show(
                                                   metavar="OFFSET")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Show one dead letter: every header and the decoded payload (hex if undecodable)."""
+    """Show one dead letter: every header and the decoded payload (hex if undecodable).
+
+    A big value travels by reference: the letter holds its head, the artifact store the
+    full bytes, which are decoded when the store has them."""
     settings = settings_of(ctx)
     letters, marks = _letters_and_marks(settings)
     letter = _found(letters, offset)
@@ -140,10 +146,17 @@ def show(
                             "headers": [[k, v.decode("utf-8", "replace")]
                                         for k, v in letter.headers]}
     raw = letter.value or b""
+    if letter.ref("value") is not None:
+        view["value_inline_bytes"] = len(raw)
+        full, missing = run_async(_full_value(letter, settings))
+        view.update(value_in_store=full is not None, value_missing=missing)
+        raw = full if full is not None else raw
     try:
         view["type"], view["value"] = Codec.from_settings(settings).decode(raw)
     except DecodeError as exc:
-        view.update(type=None, error=str(exc), raw_size=len(raw), raw_hex=raw.hex())
+        # The bytes the letter holds (the head of a value kept by reference).
+        view.update(type=None, error=str(exc), raw_size=len(raw),
+                    raw_hex=(letter.value or b"").hex())
     if as_json:
         print(json.dumps(view, indent=2, default=str))
         return
@@ -155,6 +168,15 @@ def show(
     for k, v in view["headers"]:
         table.add_row(escape(k), escape(v))
     out.print(table)
+    if letter.ref("value") is not None:
+        out.print(f"value by reference: sha256:{view['value_ref']}, {view['value_size']} bytes "
+                  f"(first {view['value_inline_bytes']} in the letter); full bytes in the "
+                  "artifact store: " + ("yes" if view["value_in_store"] else
+                                        f"[red]no[/red] ({escape(view['value_missing'])})"),
+                  soft_wrap=True)
+    if letter.ref("key") is not None:
+        out.print(f"key by reference: sha256:{letter.ref('key')}, {letter.size('key')} bytes "
+                  f"(first {len(letter.key or b'')} in the letter)", soft_wrap=True)
     if view["type"]:
         out.print(f"payload: {view['type']}")
         out.print_json(json.dumps(view["value"], default=str))
@@ -176,7 +198,9 @@ def redrive(
     """Send letters back: a dead task gets a fresh attempt, a poison record its topic again.
 
     Letters already redriven and tasks no longer dead are reported and skipped (rerun-safe).
-    Exits 1 if an offset is not in the DLQ.
+    A poison record kept by reference is republished whole from the artifact store, checked
+    against its hash; without it the redrive is refused. Exits 1 if an offset is not in
+    the DLQ or a redrive was refused.
     """
     if bool(offsets) == all_letters:
         err.print("[red]error:[/red] give OFFSET... or --all (not both)")
@@ -184,7 +208,8 @@ def redrive(
     settings = settings_of(ctx)
     codec = Codec.from_settings(settings)
 
-    async def go() -> tuple[int, list[int]]:
+    async def go() -> tuple[int, list[int], int]:
+        store = settings.artifact_store()  # a ConfigError here is printed by run_async
         letters, marks = await asyncio.gather(load_letters(settings),
                                               redrive_marks(settings, codec))
         chosen = letters if all_letters else [x for o in offsets or [] if (x := find(letters, o))]
@@ -193,24 +218,41 @@ def redrive(
         states = (await replay(settings, next(iter(plans)) if len(plans) == 1 else None)
                   if plans else {})
         decisions = decide_all(chosen, marks, states, now_ms())
+        refused = 0
         for d in decisions:  # print as we go: a broker error midway still shows what was sent
             where = f"offset {d.letter.offset}"
-            if d.action == "skip":
-                line = f"{where}: [yellow]skipped[/yellow] - {escape(d.detail)}"
-            elif dry_run:
-                line = f"{where}: would {escape(d.detail)} (dry run)"
-            else:
-                line = f"{where}: [green]redriven[/green] - {escape(await execute(settings, d))}"
+            try:
+                if d.action == "skip":
+                    line = f"{where}: [yellow]skipped[/yellow] - {escape(d.detail)}"
+                elif dry_run:
+                    if d.action == "republish":  # refused now, as it would be then
+                        await originals(d.letter, store)
+                    line = f"{where}: would {escape(d.detail)} (dry run)"
+                else:
+                    done = await execute(settings, d, store)
+                    line = f"{where}: [green]redriven[/green] - {escape(done)}"
+            except OriginalMissing as exc:
+                refused += 1
+                line = (f"{where}: [red]refused[/red] - {escape(str(exc))}; nothing "
+                        "republished (the truncated copy never is)")
             out.print(line, soft_wrap=True)
-        return len(decisions), missing
+        return len(decisions), missing, refused
 
-    count, missing = run_async(go())
+    count, missing, refused = run_async(go())
     for o in missing:
         err.print(f"[red]error:[/red] no dead letter at offset {o} in {settings.topic(T.DLQ)}")
     if all_letters and not count:
         out.print(f"no dead letters in {settings.topic(T.DLQ)}")
-    if missing:
+    if missing or refused:
         raise typer.Exit(1)
+
+
+async def _full_value(letter: Letter, settings: Settings) -> tuple[bytes | None, str | None]:
+    """The full value of a letter kept by reference, or None and why the store lacks it."""
+    try:
+        return await original(letter, "value", settings.artifact_store()) or b"", None
+    except OriginalMissing as exc:
+        return None, str(exc)
 
 
 def _found(letters: Sequence[Letter], offset: int) -> Letter:

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams.artifacts import ArtifactStore
-from streams.emit import Emitter
+from streams.emit import Emitter, by_reference
 
 
 class Table(Protocol):
@@ -79,6 +79,13 @@ class Ports:
 
     async def publish_dead_letter(self, value: bytes | None, key: bytes | None,
                                   headers: list[tuple[str, bytes]]) -> None:
-        delivery = await self.emit.dead_letter(value, key, headers)
+        """Send a dead letter and wait until the broker has it. A value (or key) too big to
+        carry is stored in the artifact store first and sent as its head plus a reference,
+        so no record is too big to dead-letter. Store and send are one effect: retried or
+        redone after a crash, both run again (storing by hash is idempotent)."""
+        letter = by_reference(value, key, headers)
+        for original in letter.originals:
+            await self.store.put(original)
+        delivery = await self.emit.dead_letter(letter.value, letter.key, letter.headers)
         if delivery is not None:
             await delivery
