@@ -72,10 +72,6 @@ class Settings(BaseModel):
     worker_grace: float = Field(
         30.0, ge=0, description="Seconds a stopping worker may spend finishing its tasks"
     )
-    worker_nice: int = Field(
-        5, ge=0, le=19, description="Niceness `devline run` gives workers and the sink (their "
-        "executors inherit it), so on a shared machine the stream processor, which every "
-        "dispatch and failover waits on, gets the CPU first; 0 turns it off")
     scale_target: float = Field(
         2.0, gt=0, description="Tasks (queued + running) per worker the autoscaler aims for"
     )

@@ -141,10 +141,6 @@ class Supervisor:
             child.proc = await asyncio.create_subprocess_exec(*self.argv(child),
                                                               env=self.env_for(child))
             how = "started"
-            if child.role != "processor" and self.settings.worker_nice:
-                with contextlib.suppress(OSError):  # gone already, or not permitted
-                    nice = os.getpriority(os.PRIO_PROCESS, 0) + self.settings.worker_nice
-                    os.setpriority(os.PRIO_PROCESS, child.proc.pid, min(nice, 19))
         child.started = self.clock()
         child.restart_at = None
         log.info("%s %s-%d (pid %d)", how, child.role, child.index, child.proc.pid)

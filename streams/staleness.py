@@ -24,7 +24,10 @@ from streams.emit import now_ms
 
 log = logging.getLogger("devline.worker")
 
-RECENT_HEARTBEATS_MS = 4000
+# As long as the processor waits before it calls a silent worker gone: a busy owner whose
+# heartbeats are late still counts as running the item (a wrong skip only waits for the
+# lease; a wrong run is a duplicate).
+RECENT_HEARTBEATS_MS = 15_000
 READ_TIMEOUT_S = 15.0
 
 
@@ -37,7 +40,6 @@ class StalenessProbe:
         self.slot = slot  # earlier incarnations of our slot are dead: Kafka fenced them
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()  # one assignment at a time on the shared consumer
-        self.checks = 0
 
     async def _client(self) -> AIOKafkaConsumer:
         if self._consumer is None:
@@ -57,7 +59,6 @@ class StalenessProbe:
     async def reason(self, item: dict[str, Any]) -> str | None:
         """Why the item must not run, or None. Raises on a broker error (callers retry)."""
         async with self._lock:
-            self.checks += 1
             consumer = await self._client()
             later = await asyncio.wait_for(self._later(consumer, item), READ_TIMEOUT_S)
             running = await asyncio.wait_for(self._running_elsewhere(consumer, item),
@@ -103,9 +104,11 @@ class StalenessProbe:
                                  ) -> list[str]:
         topic = self.settings.topic(T.WORKERS)
         parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
+        if not parts:  # a client without subscriptions tracks no topic's metadata: add it
+            await consumer._client.add_topic(topic)
             parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:  # unknown is not "running nowhere": the caller asks again
+            raise RuntimeError(f"no partitions known for {topic} yet")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         since = now_ms() - RECENT_HEARTBEATS_MS
         found = await consumer.offsets_for_times({tp: since for tp in tps})

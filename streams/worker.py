@@ -29,7 +29,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.claims import open_store, resolve_item
-from streams.emit import dead_letter_headers, now_ms
+from streams.emit import by_reference, dead_letter_headers, now_ms
 from streams.offsets import OffsetBook, RebalanceListener
 from streams.outbox import Outbox
 from streams.results import Results
@@ -240,10 +240,16 @@ class Worker:
             if event_type != "WorkItem":
                 raise DecodeError(f"expected WorkItem, got {event_type}")
         except DecodeError as exc:
-            await self.producer.send_and_wait(
-                self.settings.topic(T.DLQ), key=record.key, value=record.value,
-                headers=dead_letter_headers(f"undecodable work item: {exc}", topic=tp.topic,
-                                            partition=tp.partition, offset=record.offset))
+            log.warning("dead-lettering %s[%s]@%s: undecodable work item: %s", tp.topic,
+                        tp.partition, record.offset, exc)
+            # Like the processor's: a big record goes by reference (stored, then its head sent).
+            letter = by_reference(record.value, record.key, dead_letter_headers(
+                f"undecodable work item: {exc}", topic=tp.topic, partition=tp.partition,
+                offset=record.offset))
+            for original in letter.originals:
+                await self.store.put(original)
+            await self.producer.send_and_wait(self.settings.topic(T.DLQ), key=letter.key,
+                                              value=letter.value, headers=letter.headers)
             return
         item = work_item(raw)
         why = await self._stale(raw)

@@ -27,7 +27,7 @@ from tests.test_dlq_e2e import dlq, wait_for_letters
 
 BIG = 2 * 1024 * 1024
 ORIGIN = [("origin", b"test")]
-INPUTS = (T.PLANS, T.EVENTS, T.WORKERS)
+INPUTS = (T.PLANS, T.EVENTS, T.WORKERS, T.WORK_DEV)  # the processor's and the workers'
 # What the run log of a pipeline that crashed somewhere says (supervisor, Faust, our edge).
 CRASH_MARKS = ("exited with", "promoted its warm spare", "Crashed reason", "Traceback",
                "dead-lettering a record failed")

@@ -151,6 +151,33 @@ def test_nothing_is_dispatched_before_the_log_is_read_to_its_end() -> None:
     assert set(sim.outcome()["runs"].values()) == {1}
 
 
+def test_a_catch_up_that_cannot_finish_gives_up_after_a_minute_with_the_link_up() -> None:
+    async def go() -> tuple[Sim, list[float]]:
+        sim = Sim()
+        sim.submit(plan(files=[{"path": "a.py", "content": "A = 1\n"}]))
+        # The end offset says 5 records the log no longer has (truncated under us).
+        await sim.proc.on_assigned({0: 5}, {0: 0})
+        sim.started = True
+        await sim.step()  # the one record there is: read, but short of the end
+        waited = []
+        while not sim.proc.ready:
+            sim.clock.advance(1.0)
+            sim.worker.heartbeat()
+            await sim.proc.tick()
+            workers = sim.log.topics[T.WORKERS]  # the probe echo: the link is up
+            while sim.hb_pos < len(workers):
+                await sim.proc.on_heartbeat_record(workers[sim.hb_pos])
+                sim.hb_pos += 1
+            waited.append(sim.clock.now())
+            assert len(waited) < 200, "never gave up"
+        await sim.run(lambda s: s.reported("p1"))
+        return sim, waited
+
+    sim, waited = asyncio.run(go())
+    assert 60 <= waited[-1] - waited[0] <= 63
+    assert len(sim.outcome()["runs"]) == 1 and set(sim.outcome()["runs"].values()) == {1}
+
+
 def test_a_dispatch_whose_worker_vanished_is_reopened_once_after_the_lease() -> None:
     async def go() -> Sim:
         sim = Sim()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from typing import Any
 
@@ -243,28 +242,3 @@ def test_a_fixed_pool_is_min_equals_max() -> None:
     sup = Supervisor(settings(), 3)
     assert (sup.config.min_replicas, sup.config.max_replicas) == (3, 3)
 
-
-def test_workers_and_the_sink_run_nicer_than_the_processor() -> None:
-    """On a shared machine the processor (every dispatch and failover waits on it) gets
-    the CPU first; what a worker's executors run inherits the niceness."""
-    class Sleepers(Supervisor):
-        def argv(self, child: Child) -> list[str]:
-            return ["sleep", "30"]
-
-    async def go() -> dict[str, int]:
-        sup = Sleepers(settings(worker_nice=7), spares=False)
-        children = [Child("processor", 0), Child("sink", 0), Child("worker", 0)]
-        try:
-            for child in children:
-                await sup.spawn(child)
-            return {c.role: os.getpriority(os.PRIO_PROCESS, c.proc.pid)  # type: ignore[union-attr]
-                    for c in children}
-        finally:
-            for child in children:
-                if child.proc is not None:
-                    child.proc.kill()
-                    await child.proc.wait()
-
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-    assert asyncio.run(go()) == {"processor": base, "sink": min(base + 7, 19),
-                                 "worker": min(base + 7, 19)}

@@ -41,7 +41,6 @@ class DispatchLoop:
         self.executors = executors
         self.lease_s = lease_s
         self._sent: OrderedDict[str, None] = OrderedDict()
-        self.work_sent = 0
 
     # -- release ------------------------------------------------------------------
     def key_for(self, state: PlanState, task: Any) -> str:
@@ -148,7 +147,6 @@ class DispatchLoop:
         await self.p.publish("WorkItem", item, topic=T.WORK_DEV, key=task_id,
                              partition=task["partition"])
         self._sent[dispatch_id] = None
-        self.work_sent += 1
         while len(self._sent) > SENT_REMEMBERED:
             self._sent.popitem(last=False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from devline.settings import Settings
@@ -64,7 +64,6 @@ class Ports:
     breakers: Table
     clock: Callable[[], float] = time.time  # wall seconds (event timestamps, timers)
     sleep: Callable[[float], Awaitable[None]] | None = None  # for retry pauses
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -51,6 +51,10 @@ PLAN_EVENTS = frozenset({
 HEARTBEATS = frozenset({"WorkerHeartbeat"})
 PROBE_STATE = "probe"  # heartbeats the processor sends itself to know the link works
 LINK_DOWN_AFTER_S = 3.0
+# Catch-up that reads nothing for this long with the broker link up will not finish (the
+# log was truncated under us): act on what was read rather than wedge. Dispatches stay safe:
+# a work item is only sent once the fold has read its dispatch back.
+CATCHUP_STALL_S = 60.0
 RECONCILE_EVERY = 10  # ticks (seconds) between checks of the dispatcher against the tables
 
 
@@ -60,18 +64,29 @@ class CatchUp:
     def __init__(self) -> None:
         self.pending: dict[int, int] = {}
         self.active = False
+        self.progress_at = 0.0  # when the last record of a pending partition was read
 
-    def start(self, ends: Mapping[int, int], committed: Mapping[int, int | None]) -> None:
+    def start(self, ends: Mapping[int, int], committed: Mapping[int, int | None],
+              now: float = 0.0) -> None:
         self.pending = {p: end for p, end in ends.items() if (committed.get(p) or 0) < end}
         self.active = True
+        self.progress_at = now
 
-    def seen(self, partition: int, offset: int) -> None:
+    def seen(self, partition: int, offset: int, now: float = 0.0) -> None:
         end = self.pending.get(partition)
-        if end is not None and offset + 1 >= end:
+        if end is None:
+            return
+        self.progress_at = now
+        if offset + 1 >= end:
             del self.pending[partition]
 
+    def stalled(self, now: float, after: float = CATCHUP_STALL_S) -> bool:
+        """Still waiting, with nothing read for `after` seconds: the records up to the end
+        offset will not come (the log was truncated under us, or an offset is a gap)."""
+        return self.active and bool(self.pending) and now - self.progress_at > after
+
     def give_up(self) -> list[int]:
-        """Stop waiting (e.g. a partition whose last records are never delivered)."""
+        """Stop waiting; returns the partitions that never reached their end offset."""
         late, self.pending = sorted(self.pending), {}
         return late
 
@@ -103,7 +118,6 @@ class Processor:
         self.catchup = CatchUp()
         self.ready = False  # caught up and recovered: may dispatch, fire timers, reclaim
         self.probe_seen = -math.inf
-        self.handled = 0
         self.partitions: set[int] = set()
         self.was_up = False
         self.ticks = 0
@@ -125,8 +139,7 @@ class Processor:
             except Unexpected as exc:  # a bug, not the record's fault: keep it, go on
                 await self.reject(rec, f"processing failed (a devline bug, please report "
                                   f"it): {exc}")
-        self.handled += 1
-        self.catchup.seen(rec.partition, rec.offset)
+        self.catchup.seen(rec.partition, rec.offset, self.ports.clock())
         if not self.ready and self.catchup.done:
             await self.recover()
 
@@ -203,7 +216,7 @@ class Processor:
             return
         self.partitions = set(ends)
         self.ready = False
-        self.catchup.start(ends, committed)
+        self.catchup.start(ends, committed, self.ports.clock())
         log.info("event partitions assigned; reading up to %s before acting",
                  dict(sorted(self.catchup.pending.items())) or "nothing (caught up)")
         if self.catchup.done:
@@ -288,6 +301,11 @@ class Processor:
             self.was_up = up
         self.link.tick(self.ports.clock(), up)
         await self.probe()
+        if not self.ready and up and self.catchup.stalled(self.ports.clock()):
+            log.warning("catch-up stalled: partitions %s read nothing for %.0fs short of "
+                        "their end offsets; acting on what was read", self.catchup.give_up(),
+                        CATCHUP_STALL_S)
+            await self.recover()
         if not self.ready:
             return
         gone = self.dispatcher.expire_workers(self.link.now())
