@@ -99,7 +99,7 @@ async def wait_events(settings: Settings, plan_id: str, run_pid: int, t0: float
     codec = Codec.from_settings(settings)
     seen: dict[str, Any] = {"done": 0, "peak_mb": 0.0}
     last = time.monotonic()
-    async for r in records(settings, T.EVENTS, idle_timeout=1e9):
+    async for r in records(settings, T.EVENTS, idle_timeout=None, follow=True):
         try:
             et, v = codec.decode(r.value or b"")
         except Exception:  # noqa: S112 - not ours
