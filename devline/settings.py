@@ -65,6 +65,10 @@ class Settings(BaseModel):
         600.0, gt=0, description="Time limit in seconds for an executor run that has none "
         "configured (demo, python)")
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest event accepted")
+    plan_retention_s: float = Field(
+        7 * 86400.0, gt=0, description="Seconds a finished plan (done or rejected) stays in "
+        "the live tables before it is retired (tombstones in the changelogs; the event log "
+        "keeps its history for `devline status`/`events`)")
     max_attempts: int = Field(3, ge=1, description="Attempts before a task is dead-lettered")
     min_workers: int = Field(2, ge=0, description="Fewest worker processes")
     max_workers: int = Field(10, ge=1, description="Most worker processes")

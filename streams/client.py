@@ -207,6 +207,10 @@ async def replay(settings: Settings, plan_id: str | None = None, *, codec: Codec
             pid = value.get("plan_id")
             if not pid:
                 continue
+            if event_type == "PlanRetired":  # gone from the live tables, not from history
+                if pid in states and states[pid].header:
+                    states[pid].header["retired_at"] = value["retired_at"]
+                continue
             F.apply(states.setdefault(pid, F.PlanState()), event_type, value, record.offset)
     return {pid: st for pid, st in states.items() if st.header}
 
@@ -224,6 +228,8 @@ def _detail(event_type: str, v: dict[str, Any]) -> str:
         return f"in {v['delay_ms']} ms: {v['reason']}"[:120]
     if event_type == "TaskDeadLettered":
         return str(v["reason"])[:120]
+    if event_type == "PlanRetired":
+        return f"left the live tables ({v['status']})"
     if event_type == "PlanCompleted":
         return f"makespan {v['makespan_ms']} ms, {v['cache_hits']} cache hits"
     return ""

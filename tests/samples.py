@@ -109,6 +109,13 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
         "makespan_ms": 12_345,
         "completed_at": NOW_MS + 12_345,
     },
+    "PlanRetired": lambda: {
+        "event_id": "r-1",
+        "plan_id": PLAN,
+        "status": "done",
+        "finished_at": NOW_MS + 12_345,
+        "retired_at": NOW_MS + 86_400_000,
+    },
     "TaskReady": lambda: _common(
         kind="dev", attempt=1, priority=9.5, cache_key="ck-1", ready_at=NOW_MS + 10
     ),

@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaTimeoutError
 
 from agents.scheduling.stale import stale_reason
 from streams import topics as T
+from streams.edge.fake import Crash, CrashPlan
 from streams.edge.persist import BUG_TRIES, Unexpected, persist
 from streams.sink import Materializer
 from tests.sim import Sim
@@ -260,3 +261,55 @@ def test_every_command_kind_has_a_handler() -> None:
             await sim.proc.effects.run(st, Command(kind, "p1", "a.py", fresh=False), None)
 
     asyncio.run(go())
+
+
+# -- retention -------------------------------------------------------------------------------
+def retire_scenario(crash_at: tuple[int, ...] = ()) -> Sim:
+    async def go() -> Sim:
+        sim = Sim()
+        sim.submit(plan("old"))
+        await sim.run(lambda s: s.reported("old"))
+        sim.submit(plan("stuck", files=[{"path": "x.py", "content": "X = 1\n",
+                                         "simulate": {"duration_s": 0, "fail_first": 9,
+                                                      "fail_error": "boom",
+                                                      "retryable": False}}]))
+        await sim.run(lambda s: s.plan("stuck").get("status") == "stalled")
+        sim.submit(plan("young"))
+        await sim.run(lambda s: s.reported("young"))
+        # The old plan finished 8 days ago, the young one just now.
+        old = dict(sim.tables["plans"]["old"])
+        sim.tables["plans"]["old"] = {**old, "completed_at": old["completed_at"] - 8 * 86_400_000}
+        sim.crash = sim.log.crash = CrashPlan(crash_at)
+        for t in sim.tables.values():
+            t.crash = sim.crash
+        for _ in range(130):  # two sweeps' worth of ticks
+            try:
+                sim.clock.advance(1.0)
+                sim.worker.heartbeat()
+                await sim.proc.tick()
+                await sim.step()
+            except Crash:
+                await sim.restart()
+        await sim.run(lambda s: s.pos >= len(s.log.topics[T.EVENTS]))
+        return sim
+
+    return asyncio.run(go())
+
+
+def test_a_finished_plan_past_its_retention_leaves_the_tables_and_nothing_else_does() -> None:
+    sim = retire_scenario()
+    retired = sim.events("PlanRetired")
+    assert [ev["plan_id"] for _, ev in retired] == ["old"]
+    assert "old" not in sim.tables["plans"]
+    assert not [k for k in sim.tables["tasks"] if k.startswith("old/")]
+    assert sim.plan("young")["status"] == "done" and sim.plan("stuck")["status"] == "stalled"
+    assert [k for k in sim.tables["tasks"] if k.startswith("young/")]
+
+
+@pytest.mark.parametrize("step", range(1, 6))
+def test_a_crash_halfway_through_a_retirement_is_finished_on_redelivery(step: int) -> None:
+    sim = retire_scenario(crash_at=(step,))
+    assert sim.restarts == 1  # it did crash there
+    assert "old" not in sim.tables["plans"]
+    assert not [k for k in sim.tables["tasks"] if k.startswith("old/")]
+    assert len({ev["event_id"] for _, ev in sim.events("PlanRetired")}) == 1

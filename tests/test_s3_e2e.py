@@ -22,7 +22,7 @@ from streams.client import publish_plan
 from tests.harness import events, running_pipeline, wait_for
 from tests.test_claims_e2e import BIG_OUTPUT, plan
 
-SECRET = "s3-e2e-secret"
+SECRET = "s3-e2e-secret"  # noqa: S105 - moto accepts any; never a real one
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ CONTRACT = {
     "PlanRejected": "plan_id:string reason:string field:string? cycle:[string]=[] rejected_at:ts",
     "PlanCompleted": "plan_id:string files:int executor_runs:int cache_hits:int failed:int=0 "
     "makespan_ms:long completed_at:ts",
+    "PlanRetired": "event_id:string plan_id:string status:string finished_at:ts retired_at:ts",
     "TaskReady": "event_id:string plan_id:string task_id:string path:string kind:string "
     "attempt:int priority:double cache_key:string ready_at:ts",
     "TaskDispatched": "event_id:string plan_id:string task_id:string path:string kind:string "

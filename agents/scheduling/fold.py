@@ -135,7 +135,31 @@ def _accepted(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
 def _rejected(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     if not state.header:
         state.header.update({"plan_id": ev["plan_id"], "status": REJECTED,
-                             "reason": ev["reason"], "total": 0, "done": 0, "seq": seq})
+                             "reason": ev["reason"], "total": 0, "done": 0, "seq": seq,
+                             "completed_at": ev.get("rejected_at")})
+    return []
+
+
+def retirable(header: dict[str, Any], now_ms: int, retention_ms: int) -> bool:
+    """A plan that finished (done or rejected) longer than `retention_ms` ago. A stalled
+    plan is not finished: it waits for the PM's decision, however long that takes."""
+    finished = header.get("completed_at")
+    if finished is None or header.get("status") not in (PLAN_DONE, REJECTED):
+        return False
+    reported = header.get("status") == REJECTED or bool(header.get("reported"))
+    return reported and now_ms - int(finished) >= retention_ms
+
+
+def _retired(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    """The plan leaves the tables: its tasks first, its header last, so an event
+    delivered again after a crash halfway finds the header and finishes the job."""
+    h = state.header
+    if h.get("status") not in (PLAN_DONE, REJECTED) or h.get("completed_at") != \
+            ev["finished_at"]:
+        return []  # redriven or re-accepted since the decision: not the plan it was about
+    for tid in list(state.tasks):
+        del state.tasks[tid]
+    h.clear()
     return []
 
 
@@ -325,6 +349,7 @@ HANDLERS: dict[str, Handler] = {
     "TaskDeadLettered": _dead,
     "TaskRedriveRequested": _redrive_requested,
     "PlanCompleted": _reported,
+    "PlanRetired": _retired,
 }
 
 
@@ -343,7 +368,7 @@ def apply(state: PlanState, event_type: str, event: dict[str, Any], seq: int | N
     handler = HANDLERS.get(event_type)
     if handler is None:
         return []
-    if event_type not in ("PlanAccepted", "PlanRejected") and (
+    if event_type not in ("PlanAccepted", "PlanRejected", "PlanRetired") and (
             not state.header or state.header.get("status") == REJECTED):
         return []  # an event for a plan we never accepted
     return handler(state, event, seq)

@@ -165,14 +165,16 @@ def status(
         h = st.header
         summary.append({"plan_id": pid, "name": h.get("name"), "status": h["status"],
                         "files": h.get("total", 0), "done": h.get("done", 0),
-                        "cache_hits": h.get("cache_hits", 0), "tasks": counts})
+                        "cache_hits": h.get("cache_hits", 0), "tasks": counts,
+                        "retired_at": h.get("retired_at")})
     if as_json:
         print(json.dumps(summary if not plan_id else summary[0], indent=2))
         return
     for s in summary:
         tasks = ", ".join(f"{k} {v}" for k, v in sorted(s["tasks"].items()))
+        retired = "  (retired from the live tables)" if s["retired_at"] else ""
         out.print(f"{s['plan_id']}  {s['status']:8} {s['done']}/{s['files']} files  "
-                  f"cache hits {s['cache_hits']}  ({tasks})  {s['name']}")
+                  f"cache hits {s['cache_hits']}  ({tasks})  {s['name']}{retired}")
     if not summary:
         out.print("no plans in the event log")
 

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import math
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -47,7 +48,8 @@ log = logging.getLogger("devline.scheduler")
 PLAN_EVENTS = frozenset({
     "PlanAccepted", "PlanRejected", "TaskDispatched", "TaskCompleted", "TaskFailed",
     "TaskRetryScheduled", "TaskReady", "TaskDeadLettered", "TaskRedriveRequested",
-    "PlanCompleted", "QAResult", "Escalation", "IntegrationResult", "DeploymentEvent"})
+    "PlanCompleted", "PlanRetired", "QAResult", "Escalation", "IntegrationResult",
+    "DeploymentEvent"})
 HEARTBEATS = frozenset({"WorkerHeartbeat"})
 PROBE_STATE = "probe"  # heartbeats the processor sends itself to know the link works
 LINK_DOWN_AFTER_S = 3.0
@@ -55,6 +57,7 @@ LINK_DOWN_AFTER_S = 3.0
 # log was truncated under us): act on what was read rather than wedge. Dispatches stay safe:
 # a work item is only sent once the fold has read its dispatch back.
 CATCHUP_STALL_S = 60.0
+RETIRE_EVERY_S = 60.0  # at most this long between sweeps for plans past their retention
 RECONCILE_EVERY = 10  # ticks (seconds) between checks of the dispatcher against the tables
 
 
@@ -117,6 +120,7 @@ class Processor:
         self.effects = Effects(self)
         self.catchup = CatchUp()
         self.ready = False  # caught up and recovered: may dispatch, fire timers, reclaim
+        self.retiring: OrderedDict[str, None] = OrderedDict()  # PlanRetired sent, not yet read
         self.probe_seen = -math.inf
         self.partitions: set[int] = set()
         self.was_up = False
@@ -317,8 +321,31 @@ class Processor:
         if self.ticks % RECONCILE_EVERY == 0:
             async with self.handling:  # never halfway through an event's commands
                 await self.dispatch.reconcile()
+        sweep_every = min(RETIRE_EVERY_S, self.ports.settings.plan_retention_s / 2)
+        if self.ticks % max(1, int(sweep_every)) == 0:
+            await self.retire()
         await self.guard.tick()
         await self.pump()
+
+    async def retire(self) -> None:
+        """Ask for finished plans past their retention to leave the tables: a PlanRetired
+        each, which the fold carries out (so a replay of the log retires them too)."""
+        p = self.ports
+        now = p.now_ms()
+        keep = int(p.settings.plan_retention_s * 1000)
+        for plan_id, header in list(p.plans.items()):
+            if plan_id in self.retiring or not F.retirable(header, now, keep):
+                continue
+            finished = int(header["completed_at"])
+            await persist(partial(p.publish, "PlanRetired", {
+                "event_id": decision_id(plan_id, finished, "retire"), "plan_id": plan_id,
+                "status": str(header["status"]), "finished_at": finished, "retired_at": now}),
+                what=f"retiring plan {plan_id}", log=log, sleep=p.sleep)
+            self.retiring[plan_id] = None
+            log.info("plan %s finished %.1f h ago: retired from the tables", plan_id,
+                     (now - finished) / 3_600_000)
+        while len(self.retiring) > 10_000:
+            self.retiring.popitem(last=False)
 
     async def fire_timers(self) -> None:
         if not self.ready:

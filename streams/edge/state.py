@@ -43,9 +43,11 @@ def plan_state(plans: Table, tasks: Table, plan_id: str) -> PlanState:
 
 
 def save_header(plans: Table, state: PlanState, before: dict[str, Any] | None) -> None:
-    """Write the header back if the fold changed it."""
+    """Write the header back if the fold changed it (delete it if the fold cleared it)."""
     if state.header and state.header != before:
         plans[state.header["plan_id"]] = dict(state.header)
+    elif before and not state.header:
+        del plans[before["plan_id"]]
 
 
 def split_key(key: str) -> tuple[str, str]:
