@@ -84,3 +84,21 @@ def describe_plan(settings: Settings, plan_id: str) -> str:
 
 def plan_events(settings: Settings, plan_id: str) -> list[tuple[Any, str, dict[str, Any]]]:
     return [e for e in events(settings) if e[2].get("plan_id") == plan_id]
+
+
+def wait_for_pool(settings: Settings, workers: int, timeout: float = 60.0) -> None:
+    """Until `workers` live workers report disjoint partitions covering the work topic: the
+    group has settled (a rebalance moves items already sent to a partition)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        latest: dict[str, dict[str, Any]] = {}
+        for _, et, hb in events(settings, T.WORKERS, idle=0.3):
+            if et == "WorkerHeartbeat":
+                latest[hb["worker_id"]] = hb
+        live = [hb for hb in latest.values() if hb["state"] not in ("stopped", "starting")
+                and time.time() * 1000 - hb["at"] < 3000]
+        owned = [p for hb in live for p in hb["partitions"]]
+        if len(live) >= workers and len(owned) == len(set(owned)) == settings.work_partitions:
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"{workers} workers did not settle within {timeout:g}s")

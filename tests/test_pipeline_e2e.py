@@ -13,7 +13,14 @@ from agents.scheduling import fold as F
 from devline.settings import Settings
 from streams import topics as T
 from streams.client import replay
-from tests.harness import plan_events, raw_records, running_pipeline, submit, wait_for
+from tests.harness import (
+    plan_events,
+    raw_records,
+    running_pipeline,
+    submit,
+    wait_for,
+    wait_for_pool,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,6 +136,9 @@ def test_a_long_task_never_holds_up_work_behind_it(topics: Settings) -> None:
     files += [{"path": f"short{i}.py", "content": f"S{i} = {i}\n", "cost": 1,
                "simulate": {"duration_s": 0.2}} for i in range(8)]
     with running_pipeline(settings, workers=2):
+        # Steady state: an item already sent moves with its partition when the group
+        # rebalances (at start-up), which README's limits describe.
+        wait_for_pool(settings, 2)
         plan_id = submit(settings, {"project": "hol", "name": "head of line", "files": files})
         _, done = wait_for(settings, plan_id, {"PlanCompleted"})
         evs = plan_events(settings, plan_id)
