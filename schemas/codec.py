@@ -177,6 +177,17 @@ class Codec:
 
     def encode(self, event_type: str, record: Mapping[str, Any]) -> bytes:
         """Validate `record` and encode it in this codec's wire format."""
+        data = self.encode_unbounded(event_type, record)
+        if len(data) > self.max_bytes:
+            raise SchemaError(
+                f"{event_type}: encoded record is {len(data)} bytes, over the "
+                f"{self.max_bytes}-byte limit; move large content to the content store"
+            )
+        return data
+
+    def encode_unbounded(self, event_type: str, record: Mapping[str, Any]) -> bytes:
+        """`encode` without the size limit: to measure a record before deciding how to
+        send it (e.g. a plan too big for one record goes by reference)."""
         kind = self._type(event_type)
         kind.check(record)
         if self._registry is not None:
@@ -189,13 +200,7 @@ class Codec:
             fastavro.schemaless_writer(out, kind.plain, record)
         except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:
             raise SchemaError(f"{event_type}: cannot encode record: {exc}") from exc
-        data = out.getvalue()
-        if len(data) > self.max_bytes:
-            raise SchemaError(
-                f"{event_type}: encoded record is {len(data)} bytes, over the "
-                f"{self.max_bytes}-byte limit; move large content to the content store"
-            )
-        return data
+        return out.getvalue()
 
     def decode(self, data: bytes | bytearray | memoryview) -> tuple[str, dict[str, Any]]:
         """Decode one event in either wire format into (event type, record)."""

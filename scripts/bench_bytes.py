@@ -27,10 +27,10 @@ from pathlib import Path
 if not os.environ.get("PYTHONPATH"):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from devline.launch import running  # noqa: E402
-from devline.settings import Settings  # noqa: E402
-from streams.client import records  # noqa: E402
-from streams.topics import CATALOGUE, create_topics, delete_prefixed_topics  # noqa: E402
+from devline.launch import running
+from devline.settings import Settings
+from streams.client import records
+from streams.topics import CATALOGUE, create_topics, delete_prefixed_topics
 
 
 def plan(files: int, size: int) -> dict:

@@ -32,7 +32,7 @@ async def publish_plan(settings: Settings, record: dict[str, Any]) -> tuple[int,
     from streams.claims import open_store, submission
 
     codec = Codec.from_settings(settings)
-    size = len(codec.encode("PlanSubmitted", record))  # validates before touching Kafka
+    size = len(codec.encode_unbounded("PlanSubmitted", record))  # validates, any size
     sent = await submission(record, size, open_store(settings))
     return await produce(settings, T.PLANS, "PlanSubmitted", sent, sent["plan_id"], codec)
 

@@ -157,6 +157,10 @@ def test_size_limit_applies_to_encode_and_decode() -> None:
     data = Codec().encode("TaskCompleted", big)
     with pytest.raises(DecodeError, match="over the 1024-byte limit"):
         small.decode(data)
+    # Measuring is not sending: the unbounded form gives the same bytes, still validated.
+    assert small.encode_unbounded("TaskCompleted", big) == data
+    with pytest.raises(SchemaError):
+        small.encode_unbounded("TaskCompleted", big | {"size": "not a number"})
 
 
 # -- hostile bytes ----------------------------------------------------------------------

@@ -58,6 +58,9 @@ def file(**changes: Any) -> dict[str, Any]:
     (record(files=[file(path="a.py", depends_on=["a.py"])]), "files[0].depends_on[0]"),
     (record(plan_id="has space"), "plan_id"),
     (record(files=[]), "files"),
+    # 65 files of 60,000 characters each: every file within its limit, the plan not.
+    (record(files=[file(path=f"f{i}.py", description="d" * 60_000, content="x" * 1_000_000)
+                   for i in range(65)]), "files"),
 ])
 def test_plans_the_pipeline_cannot_carry_out_are_refused(rec: dict[str, Any], field: str) -> None:
     with pytest.raises(PlanError) as caught:
@@ -106,3 +109,16 @@ def test_an_accepted_plan_that_cannot_be_carried_out_is_invalid_input() -> None:
     escaping = {**good, "project": "../up"}
     assert "escapes the workspace" in (invalid("PlanAccepted", escaping) or "")
     assert invalid("TaskReady", {"attempt": 0}) is not None
+
+
+def test_the_plan_size_limit_names_itself_and_a_plan_just_under_it_passes() -> None:
+    from agents.planning.rules import MAX_PLAN_TEXT
+
+    per_file = 1_000_000
+    under = record(files=[file(path=f"f{i}.py", content="x" * per_file)
+                          for i in range(MAX_PLAN_TEXT // per_file)])
+    validate(under)
+    over = record(files=[*under["files"], file(path="last.py", content="x" * per_file)])
+    with pytest.raises(PlanError) as caught:
+        validate(over)
+    assert str(MAX_PLAN_TEXT) in str(caught.value) and "split the plan" in str(caught.value)

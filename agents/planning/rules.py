@@ -22,6 +22,7 @@ EXECUTORS = ("demo", "command", "http", "python")
 MAX_FILES = 20_000
 MAX_CONTENT = 1024 * 1024          # bytes of carried content per file
 MAX_DESCRIPTION = 64 * 1024        # characters of description per file
+MAX_PLAN_TEXT = 64 * 1024 * 1024   # bytes of descriptions and contents in one plan
 MAX_PATH = 512                     # characters of a file path or project
 MAX_NAME = 200                     # characters of a plan name
 MAX_COST = 1e9                     # a file's cost estimate
@@ -33,6 +34,7 @@ __doc__ = (__doc__ or "") + f"""
     files per plan            {MAX_FILES}
     content per file          {MAX_CONTENT} bytes
     description per file      {MAX_DESCRIPTION} characters
+    descriptions + contents   {MAX_PLAN_TEXT} bytes per plan (sent by hash past 1 MiB)
     path / project            {MAX_PATH} characters, relative, inside the workspace
     cost                      a finite number in [0, {MAX_COST:g}]
     simulate.duration_s       a finite number in [0, {MAX_SIM_DURATION:g}]
@@ -118,6 +120,7 @@ def validate(record: Mapping[str, Any], executors: Collection[str] | None = None
         raise PlanError(f"files: {len(files)} files, over the limit of {MAX_FILES} per plan",
                         field="files")
     seen: dict[str, int] = {}
+    text = 0
     for i, f in enumerate(files):
         field = f"files[{i}]"
         path = safe_relative(f.get("path"), f"{field}.path")
@@ -132,6 +135,11 @@ def validate(record: Mapping[str, Any], executors: Collection[str] | None = None
         if len(f.get("description") or "") > MAX_DESCRIPTION:
             raise PlanError(f"{field}.description: longer than {MAX_DESCRIPTION} characters",
                             field=f"{field}.description")
+        text += len(f.get("description") or "") + len(content or "")
+        if text > MAX_PLAN_TEXT:
+            raise PlanError(f"files: descriptions and contents reach {MAX_PLAN_TEXT} bytes "
+                            f"by {field}, over the limit per plan; split the plan",
+                            field="files")
         if f.get("cost") is not None:
             _number(f["cost"], f"{field}.cost", 0.0, MAX_COST)
         if f.get("executor") is not None:
