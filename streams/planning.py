@@ -41,6 +41,8 @@ class Planner:
         if parsed is None:
             return
         record = parsed[1]
+        log.debug("plan %s submitted (%s[%d]@%d)", record.get("plan_id"), rec.topic,
+                  rec.partition, rec.offset)
         try:
             await persist(partial(self.decide, record, rec.offset),
                           what=f"planning {record.get('plan_id')}", log=log)
@@ -76,6 +78,7 @@ class Planner:
         for blob in blobs.values():  # briefs first: a worker fetches them by hash
             await self.p.ports.store.put(blob)
         await self._send(event_type, decision)
+        log.debug("plan %s: %s sent", plan_id, event_type)
         self.submissions[plan_id] = {**seen, "sent": True}
 
     async def resolved(self, record: dict[str, Any]) -> dict[str, Any]:

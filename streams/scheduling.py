@@ -57,6 +57,11 @@ def register_scheduler(pipeline: Pipeline) -> Processor:
         for table in app.tables.values():
             await producer.partitions_for(table.changelog_topic.get_topic_name())
         consumer: Any = app.consumer
+        assigned: dict[str, list[int]] = {}
+        for tp in consumer.assignment():
+            assigned.setdefault(tp.topic.rsplit(".", 1)[-1], []).append(tp.partition)
+        log.info("assigned: %s", ", ".join(f"{t} {sorted(p)}" for t, p in sorted(
+            assigned.items()) if not t.endswith("changelog") and "__assignor" not in t))
         tps = {tp for tp in consumer.assignment() if tp.topic == events_topic}
         ends = await consumer.highwaters(*tps) if tps else {}
         committed = await consumer.seek_to_committed() if tps else {}

@@ -102,3 +102,14 @@ def wait_for_pool(settings: Settings, workers: int, timeout: float = 60.0) -> No
             return
         time.sleep(0.3)
     raise TimeoutError(f"{workers} workers did not settle within {timeout:g}s")
+
+
+def wait_for_processor(settings: Settings, since_ms: int, timeout: float = 60.0) -> None:
+    """Until a processor started after `since_ms` hears its own probe (it is consuming)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for _, et, hb in events(settings, T.WORKERS, idle=0.3):
+            if et == "WorkerHeartbeat" and hb["state"] == "probe" and hb["at"] > since_ms:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"no processor answered within {timeout:g}s")

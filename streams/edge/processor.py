@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -28,16 +26,18 @@ from typing import Any
 from agents.executors.config import Executors
 from agents.resilience.backoff import BackoffPolicy
 from agents.scheduling import fold as F
-from agents.scheduling.dispatch import Dispatcher, LinkClock
+from agents.scheduling.dispatch import Dispatcher
 from agents.scheduling.events import invalid as invalid_event
-from agents.scheduling.model import decision_id
 from devline.errors import DecodeError
 from streams import topics as T
+from streams.edge.catchup import CATCHUP_STALL_S, CatchUp
 from streams.edge.dispatching import DispatchLoop
 from streams.edge.effects import Effects
 from streams.edge.failures import Failures
+from streams.edge.link import BrokerLink
 from streams.edge.persist import Unexpected, persist
 from streams.edge.ports import Ports, RawRecord
+from streams.edge.retention import Retention
 from streams.edge.state import plan_state, save_header, split_key
 from streams.edge.timers import RetryTimers
 from streams.emit import dead_letter_headers, detach
@@ -51,51 +51,7 @@ PLAN_EVENTS = frozenset({
     "PlanCompleted", "PlanRetired", "QAResult", "Escalation", "IntegrationResult",
     "DeploymentEvent"})
 HEARTBEATS = frozenset({"WorkerHeartbeat"})
-PROBE_STATE = "probe"  # heartbeats the processor sends itself to know the link works
-LINK_DOWN_AFTER_S = 3.0
-# Catch-up that reads nothing for this long with the broker link up will not finish (the
-# log was truncated under us): act on what was read rather than wedge. Dispatches stay safe:
-# a work item is only sent once the fold has read its dispatch back.
-CATCHUP_STALL_S = 60.0
-RETIRE_EVERY_S = 60.0  # at most this long between sweeps for plans past their retention
 RECONCILE_EVERY = 10  # ticks (seconds) between checks of the dispatcher against the tables
-
-
-class CatchUp:
-    """Has the processor read its event partitions up to where they ended at assignment?"""
-
-    def __init__(self) -> None:
-        self.pending: dict[int, int] = {}
-        self.active = False
-        self.progress_at = 0.0  # when the last record of a pending partition was read
-
-    def start(self, ends: Mapping[int, int], committed: Mapping[int, int | None],
-              now: float = 0.0) -> None:
-        self.pending = {p: end for p, end in ends.items() if (committed.get(p) or 0) < end}
-        self.active = True
-        self.progress_at = now
-
-    def seen(self, partition: int, offset: int, now: float = 0.0) -> None:
-        end = self.pending.get(partition)
-        if end is None:
-            return
-        self.progress_at = now
-        if offset + 1 >= end:
-            del self.pending[partition]
-
-    def stalled(self, now: float, after: float = CATCHUP_STALL_S) -> bool:
-        """Still waiting, with nothing read for `after` seconds: the records up to the end
-        offset will not come (the log was truncated under us, or an offset is a gap)."""
-        return self.active and bool(self.pending) and now - self.progress_at > after
-
-    def give_up(self) -> list[int]:
-        """Stop waiting; returns the partitions that never reached their end offset."""
-        late, self.pending = sorted(self.pending), {}
-        return late
-
-    @property
-    def done(self) -> bool:
-        return self.active and not self.pending
 
 
 class Processor:
@@ -108,7 +64,8 @@ class Processor:
         s = ports.settings
         self.ports = ports
         self.id = processor_id or uuid.uuid4().hex[:12]
-        self.link = LinkClock()
+        self.broker = BrokerLink(ports, self.id)
+        self.link = self.broker.clock
         self.dispatcher = Dispatcher(worker_timeout, new_id or (lambda: uuid.uuid4().hex))
         self.guard = GuardEdge(ports)
         self.executors = executors or Executors.from_file(s.executor_config)
@@ -120,10 +77,8 @@ class Processor:
         self.effects = Effects(self)
         self.catchup = CatchUp()
         self.ready = False  # caught up and recovered: may dispatch, fire timers, reclaim
-        self.retiring: OrderedDict[str, None] = OrderedDict()  # PlanRetired sent, not yet read
-        self.probe_seen = -math.inf
+        self.retention = Retention(ports)
         self.partitions: set[int] = set()
-        self.was_up = False
         self.ticks = 0
         self.handling = asyncio.Lock()  # held while an event's fold and effects run
 
@@ -262,49 +217,18 @@ class Processor:
         if parsed is None:
             return
         hb = parsed[1]
-        now = self.ports.clock()
-        if hb["state"] == PROBE_STATE:
-            if hb["worker_id"] == self.probe_id:
-                self.probe_seen = now
+        if self.broker.heard(hb):
             return
-        if now - hb["at"] / 1000 > self.dispatcher.worker_timeout:
+        if self.ports.clock() - hb["at"] / 1000 > self.dispatcher.worker_timeout:
             return  # an old heartbeat read after a restart says nothing about now
         self.dispatcher.worker_seen(hb["worker_id"], capacity=hb["capacity"],
                                     partitions=list(hb["partitions"]), state=hb["state"],
                                     now=self.link.now(), running=list(hb["running"]))
 
-    @property
-    def probe_id(self) -> str:
-        return f"processor-{self.id}"
-
-    @property
-    def link_up(self) -> bool:
-        return self.ports.clock() - self.probe_seen < LINK_DOWN_AFTER_S
-
-    async def probe(self) -> None:
-        """Send ourselves a heartbeat; hearing it back says the broker link works."""
-        try:
-            detach(await self.ports.emit.event("WorkerHeartbeat", {
-                "worker_id": self.probe_id, "host": "", "pid": 0, "state": PROBE_STATE,
-                "capacity": 0, "running": [], "partitions": [], "at": self.ports.now_ms()},
-                topic=T.WORKERS, key=self.probe_id))
-        except Exception as exc:
-            log.debug("probe not sent: %s", exc)
-
     # -- periodic work ----------------------------------------------------------------
     async def tick(self) -> None:
         """Once a second: the link clock, worker expiry, leases, breakers, the pump."""
-        up = self.link_up
-        if up != self.was_up:
-            if up:
-                log.info("broker link back: own probe heard again; worker expiry and leases "
-                         "resume")
-            elif self.probe_seen > -math.inf:
-                log.warning("broker link down: no probe echo for %.0fs; worker expiry and "
-                            "leases paused", LINK_DOWN_AFTER_S)
-            self.was_up = up
-        self.link.tick(self.ports.clock(), up)
-        await self.probe()
+        up = await self.broker.tick()
         if not self.ready and up and self.catchup.stalled(self.ports.clock()):
             log.warning("catch-up stalled: partitions %s read nothing for %.0fs short of "
                         "their end offsets; acting on what was read", self.catchup.give_up(),
@@ -321,47 +245,15 @@ class Processor:
         if self.ticks % RECONCILE_EVERY == 0:
             async with self.handling:  # never halfway through an event's commands
                 await self.dispatch.reconcile()
-        sweep_every = min(RETIRE_EVERY_S, self.ports.settings.plan_retention_s / 2)
-        if self.ticks % max(1, int(sweep_every)) == 0:
-            await self.retire()
+        if self.retention.due(self.ticks):
+            await self.retention.sweep()
         await self.guard.tick()
         await self.pump()
-
-    async def retire(self) -> None:
-        """Ask for finished plans past their retention to leave the tables: a PlanRetired
-        each, which the fold carries out (so a replay of the log retires them too)."""
-        p = self.ports
-        now = p.now_ms()
-        keep = int(p.settings.plan_retention_s * 1000)
-        for plan_id, header in list(p.plans.items()):
-            if plan_id in self.retiring or not F.retirable(header, now, keep):
-                continue
-            finished = int(header["completed_at"])
-            await persist(partial(p.publish, "PlanRetired", {
-                "event_id": decision_id(plan_id, finished, "retire"), "plan_id": plan_id,
-                "status": str(header["status"]), "finished_at": finished, "retired_at": now}),
-                what=f"retiring plan {plan_id}", log=log, sleep=p.sleep)
-            self.retiring[plan_id] = None
-            log.info("plan %s finished %.1f h ago: retired from the tables", plan_id,
-                     (now - finished) / 3_600_000)
-        while len(self.retiring) > 10_000:
-            self.retiring.popitem(last=False)
 
     async def fire_timers(self) -> None:
         if not self.ready:
             return
-        p = self.ports
-        for plan_id, task_id, attempt in self.timers.due(p.now_ms()):
-            task = p.tasks.get(f"{plan_id}/{task_id}")
-            if not task or task["status"] != F.RETRY_WAIT or task["attempt"] != attempt:
-                continue
-            event = {"event_id": decision_id(plan_id, task_id, attempt, "due"),
-                     "plan_id": plan_id, "task_id": task_id, "path": task["spec"]["path"],
-                     "kind": task["kind"], "attempt": attempt,
-                     "priority": float(task["spec"]["priority"]), "cache_key": "",
-                     "ready_at": p.now_ms()}
-            await persist(partial(p.publish, "TaskReady", event),
-                          what="firing a retry timer", log=log, sleep=p.sleep)
+        await self.timers.fire(self.ports)
 
     async def pump(self) -> int:
         if not self.ready:

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import heapq
+import logging
+from functools import partial
+
+from agents.scheduling import fold as F
+from agents.scheduling.model import decision_id
+from streams.edge.persist import persist
+from streams.edge.ports import Ports
+
+log = logging.getLogger("devline.scheduler")
 
 
 class RetryTimers:
@@ -25,6 +34,20 @@ class RetryTimers:
             self._armed.discard((plan_id, task_id, attempt))
             out.append((plan_id, task_id, attempt))
         return out
+
+    async def fire(self, p: Ports) -> None:
+        """A TaskReady for each retry that is due (and still waiting at that attempt)."""
+        for plan_id, task_id, attempt in self.due(p.now_ms()):
+            task = p.tasks.get(f"{plan_id}/{task_id}")
+            if not task or task["status"] != F.RETRY_WAIT or task["attempt"] != attempt:
+                continue
+            event = {"event_id": decision_id(plan_id, task_id, attempt, "due"),
+                     "plan_id": plan_id, "task_id": task_id, "path": task["spec"]["path"],
+                     "kind": task["kind"], "attempt": attempt,
+                     "priority": float(task["spec"]["priority"]), "cache_key": "",
+                     "ready_at": p.now_ms()}
+            await persist(partial(p.publish, "TaskReady", event),
+                          what="firing a retry timer", log=log, sleep=p.sleep)
 
     def clear(self) -> None:
         self._heap.clear()
