@@ -123,6 +123,19 @@ def test_capacity_counts_what_workers_report_running_after_a_restart() -> None:
     assert [a.task.task_id for a in d.assign(1.0)] == ["new"]
 
 
+def test_a_finished_task_frees_its_slot_before_the_next_heartbeat_says_so() -> None:
+    d = Dispatcher()
+    d.worker_seen("w", capacity=1, partitions=[0], state="idle", now=0.0)
+    d.add_ready(task("a"))
+    (first,) = d.assign(0.0)
+    d.confirmed(("p", "a"), "w", first.dispatch_id, first.task.path, 0.0)
+    d.worker_seen("w", capacity=1, partitions=[0], state="busy", now=0.5, running=["p/a"])
+    d.add_ready(task("b"))
+    assert d.assign(0.6) == []
+    d.task_finished("p", "a")  # its TaskCompleted is in the log; the heartbeat is older
+    assert [x.task.task_id for x in d.assign(0.7)] == ["b"]
+
+
 def test_path_exclusivity_survives_a_restart() -> None:
     from agents.scheduling.dispatch import InFlight
 

@@ -158,11 +158,16 @@ class Dispatcher:
         return True
 
     def task_finished(self, plan_id: str, task_id: str) -> None:
-        """A task completed, failed or was reopened: free its slot and its path."""
+        """A task completed, failed or was reopened: free its slot and its path. The log
+        is news the heartbeats have not caught up with: a worker's last heartbeat may still
+        list the task, which would hold its slot until the next one (up to a second)."""
         key = (plan_id, task_id)
         self._queued.discard(key)
         if self.inflight.pop(key, None) is not None:
             self._free_path(key)
+        name = f"{plan_id}/{task_id}"
+        for info in self.workers.values():
+            info.running.discard(name)
 
     def _free_path(self, key: Key) -> None:
         for path, holder in list(self._busy_paths.items()):
