@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from devline.settings import Settings
 from streams import claims
 from streams.client import publish_plan
 from tests.harness import events, running_pipeline, wait_for
+from tests.test_artifacts_s3 import isolate_aws_env
 from tests.test_claims_e2e import BIG_OUTPUT, plan
 
 SECRET = "s3-e2e-secret"  # noqa: S105 - moto accepts any; never a real one
@@ -32,14 +32,7 @@ def s3_settings(topics: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    isolate_aws_env(monkeypatch, tmp_path, SECRET)
     bucket = f"devline-{uuid.uuid4().hex[:12]}"
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key=SECRET)
