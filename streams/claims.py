@@ -20,16 +20,10 @@ from agents.context import build_context
 from agents.planning.briefs import open_brief
 from agents.types import WorkItem
 from devline.errors import ExecutorError
-from devline.settings import Settings
 from streams.artifacts import ArtifactError, ArtifactStore
 
 PLAN_INLINE_MAX_BYTES = 1024 * 1024  # a PlanSubmitted over this sends its files by hash
 CONTENT_INLINE_MAX_BYTES = 4096       # a TaskCompleted carries content up to this inline
-
-
-def open_store(settings: Settings) -> ArtifactStore:
-    """The artifact store every process of one deployment shares."""
-    return settings.artifact_store()
 
 
 async def submission(record: dict[str, Any], encoded_size: int, store: ArtifactStore

@@ -29,12 +29,15 @@ async def produce(settings: Settings, topic: str, event_type: str, record: dict[
 async def publish_plan(settings: Settings, record: dict[str, Any]) -> tuple[int, int]:
     """Submit a plan: one PlanSubmitted, its files by reference when they are too big for
     a record (stored in the artifact store first)."""
-    from streams.claims import open_store, submission
+    from streams.claims import submission
 
     codec = Codec.from_settings(settings)
-    size = len(codec.encode_unbounded("PlanSubmitted", record))  # validates, any size
-    sent = await submission(record, size, open_store(settings))
-    return await produce(settings, T.PLANS, "PlanSubmitted", sent, sent["plan_id"], codec)
+    value = codec.encode_unbounded("PlanSubmitted", record)  # validates, any size
+    sent = await submission(record, len(value), settings.artifact_store())
+    if sent is not record:  # by reference: a small record of its own
+        value = codec.encode("PlanSubmitted", sent)
+    return await send_raw(settings, settings.topic(T.PLANS), sent["plan_id"].encode(), value,
+                          headers_for("PlanSubmitted", sent))
 
 
 async def send_raw(settings: Settings, topic: str, key: bytes | None, value: bytes | None,

@@ -8,11 +8,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+
+if TYPE_CHECKING:
+    from streams.artifacts import ArtifactStore
 
 Send = Callable[..., Awaitable[Any]]
 
@@ -107,6 +110,16 @@ def by_reference(value: bytes | None, key: bytes | None,
     v, v_headers, v_orig = _spill("value", value, VALUE_INLINE_MAX, VALUE_HEAD)
     k, k_headers, k_orig = _spill("key", key, KEY_INLINE_MAX, KEY_HEAD)
     return DeadLetter(k, v, [*headers, *v_headers, *k_headers], v_orig + k_orig)
+
+
+async def stored_by_reference(store: ArtifactStore, value: bytes | None, key: bytes | None,
+                              headers: list[tuple[str, bytes]]) -> DeadLetter:
+    """`by_reference`, with the originals it refers to already in the store: the letter is
+    ready to send (store first, so a crash in between only stores again)."""
+    letter = by_reference(value, key, headers)
+    for original in letter.originals:
+        await store.put(original)
+    return letter
 
 
 class Emitter:

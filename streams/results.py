@@ -5,7 +5,6 @@ event id stays the same across tries, so a resend is recognisably the same resul
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -31,8 +30,8 @@ RETRY_CAP_S = 2.0  # a result waits at most this long after the broker is back
 
 
 class Results:
-    def __init__(self, settings: Settings, codec: Codec, worker_id: str,
-                 outbox: Outbox | None = None, store: ArtifactStore | None = None) -> None:
+    def __init__(self, settings: Settings, codec: Codec, worker_id: str, store: ArtifactStore,
+                 outbox: Outbox | None = None) -> None:
         self.settings = settings
         self.store = store
         self.codec = codec
@@ -55,14 +54,9 @@ class Results:
         return sent
 
     async def completed(self, item: WorkItem, started: int, result: ExecutionResult) -> None:
-        content: str | None
-        if self.store is None:
-            data = result.content.encode("utf-8")
-            content, digest, size = result.content, hashlib.sha256(data).hexdigest(), len(data)
-        else:
-            content, digest, size = await self._retried(
-                f"storing the output of {item.plan_id}/{item.task_id}",
-                partial(completed_content, result.content, self.store))
+        content, digest, size = await self._retried(
+            f"storing the output of {item.plan_id}/{item.task_id}",
+            partial(completed_content, result.content, self.store))
         await self._report("TaskCompleted", {
             **self._common(item, started), "cache_key": item.cache_key,
             "content": content, "content_hash": digest, "size": size, "cached": False,

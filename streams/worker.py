@@ -28,8 +28,8 @@ from devline.errors import DecodeError, ExecutorError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
-from streams.claims import open_store, resolve_item
-from streams.emit import by_reference, dead_letter_headers, now_ms
+from streams.claims import resolve_item
+from streams.emit import dead_letter_headers, now_ms, stored_by_reference
 from streams.offsets import OffsetBook, RebalanceListener
 from streams.outbox import Outbox
 from streams.results import Results
@@ -87,8 +87,8 @@ class Worker:
         self.seen: OrderedDict[str, None] = OrderedDict()  # dispatch ids taken (duplicates)
         self.probe = StalenessProbe(settings, self.codec, self.worker_id, self.slot)
         outbox = Outbox(settings.data_dir / "outbox" / self.slot) if self.slot else None
-        self.store = open_store(settings)
-        self.results = Results(settings, self.codec, self.worker_id, outbox, self.store)
+        self.store = settings.artifact_store()
+        self.results = Results(settings, self.codec, self.worker_id, self.store, outbox)
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -243,11 +243,9 @@ class Worker:
             log.warning("dead-lettering %s[%s]@%s: undecodable work item: %s", tp.topic,
                         tp.partition, record.offset, exc)
             # Like the processor's: a big record goes by reference (stored, then its head sent).
-            letter = by_reference(record.value, record.key, dead_letter_headers(
-                f"undecodable work item: {exc}", topic=tp.topic, partition=tp.partition,
-                offset=record.offset))
-            for original in letter.originals:
-                await self.store.put(original)
+            headers = dead_letter_headers(f"undecodable work item: {exc}", topic=tp.topic,
+                                          partition=tp.partition, offset=record.offset)
+            letter = await stored_by_reference(self.store, record.value, record.key, headers)
             await self.producer.send_and_wait(self.settings.topic(T.DLQ), key=letter.key,
                                               value=letter.value, headers=letter.headers)
             return

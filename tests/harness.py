@@ -86,15 +86,19 @@ def plan_events(settings: Settings, plan_id: str) -> list[tuple[Any, str, dict[s
     return [e for e in events(settings) if e[2].get("plan_id") == plan_id]
 
 
+def heartbeats(settings: Settings) -> list[dict[str, Any]]:
+    """Every heartbeat on devline.workers (workers' and the processor's probes), in order."""
+    return [hb for _, et, hb in events(settings, T.WORKERS, idle=0.3) if et == "WorkerHeartbeat"]
+
+
 def wait_for_pool(settings: Settings, workers: int, timeout: float = 60.0) -> None:
     """Until `workers` live workers report disjoint partitions covering the work topic: the
     group has settled (a rebalance moves items already sent to a partition)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         latest: dict[str, dict[str, Any]] = {}
-        for _, et, hb in events(settings, T.WORKERS, idle=0.3):
-            if et == "WorkerHeartbeat":
-                latest[hb["worker_id"]] = hb
+        for hb in heartbeats(settings):
+            latest[hb["worker_id"]] = hb
         live = [hb for hb in latest.values() if hb["state"] not in ("stopped", "starting")
                 and time.time() * 1000 - hb["at"] < 3000]
         owned = [p for hb in live for p in hb["partitions"]]
@@ -108,8 +112,7 @@ def wait_for_processor(settings: Settings, since_ms: int, timeout: float = 60.0)
     """Until a processor started after `since_ms` hears its own probe (it is consuming)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for _, et, hb in events(settings, T.WORKERS, idle=0.3):
-            if et == "WorkerHeartbeat" and hb["state"] == "probe" and hb["at"] > since_ms:
-                return
+        if any(hb["state"] == "probe" and hb["at"] > since_ms for hb in heartbeats(settings)):
+            return
         time.sleep(0.3)
     raise TimeoutError(f"no processor answered within {timeout:g}s")

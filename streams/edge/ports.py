@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams.artifacts import ArtifactStore
-from streams.emit import Emitter, by_reference
+from streams.emit import Emitter, stored_by_reference
 
 
 class Table(Protocol):
@@ -82,9 +82,7 @@ class Ports:
         carry is stored in the artifact store first and sent as its head plus a reference,
         so no record is too big to dead-letter. Store and send are one effect: retried or
         redone after a crash, both run again (storing by hash is idempotent)."""
-        letter = by_reference(value, key, headers)
-        for original in letter.originals:
-            await self.store.put(original)
+        letter = await stored_by_reference(self.store, value, key, headers)
         delivery = await self.emit.dead_letter(letter.value, letter.key, letter.headers)
         if delivery is not None:
             await delivery
