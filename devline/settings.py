@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -52,6 +52,10 @@ class Settings(BaseModel):
     replication: int = Field(1, ge=1, description="Replication factor for created topics")
     workspace: Path = Field(Path("devline-out"), description="Where finished files are written")
     data_dir: Path = Field(Path(".devline-data"), description="Local state of stream processors")
+    table_store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb", description="Where a processor keeps its tables: rocksdb (on disk under "
+        "<data_dir>/<topic_prefix>/faust; a restart reads only the changelog written since, "
+        "and RAM does not grow with the tables) or memory (a restart replays the changelogs)")
     artifact_dir: Path | None = Field(
         None, description="Content-addressed artifact store (default: <data_dir>/artifacts)")
     artifact_url: str | None = Field(

@@ -12,6 +12,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.edge.ports import Ports
+from streams.edge.state import table_store
 from streams.emit import Emitter
 
 log = logging.getLogger("devline.streams")
@@ -63,7 +64,7 @@ class Pipeline:
             settings.group("devline-streams"),
             broker=broker_url(settings),
             broker_credentials=credentials(settings),
-            store="memory://",
+            store=table_store(settings.table_store),
             topic_partitions=settings.event_partitions,
             topic_replication_factor=settings.replication,
             web_enabled=False,

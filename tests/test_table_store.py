@@ -1,0 +1,215 @@
+"""The processor's table stores (`streams.edge.state`): one plan's tasks are listed without
+touching the others', and a processor restarted on a RocksDB store starts from the
+changelog offsets its databases hold."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from faust.streams import _current_event
+from faust.types import TP
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from devline.settings import Settings
+from streams.edge.state import MemoryStore, RocksStore, TaskView, _PlanIndexed, table_store
+
+
+# -- one plan's tasks, listed without the others -------------------------------------------
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes | None
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+@contextlib.contextmanager
+def handling(partition: int) -> Iterator[Event]:
+    """Inside a stream event of `partition` (what a Faust agent sets for each event)."""
+    event = Event(Message("events", partition, 0, b"", b""))
+    token = _current_event.set(weakref.ref(event))  # type: ignore[arg-type]
+    try:
+        yield event
+    finally:
+        _current_event.reset(token)
+
+
+def rocks_table(tmp_path: Path, partitions: int = 4) -> tuple[Any, RocksStore]:
+    app = faust.App("test-store", broker="kafka://127.0.0.1:1", datadir=str(tmp_path),
+                    store=table_store("rocksdb"))
+    table = app.Table("tasks", default=None, partitions=partitions, key_type=str)
+    store = table.data
+    assert isinstance(store, RocksStore)
+    store._actives = frozenset(range(partitions))  # as a rebalance assigning them all would
+    return table, store
+
+
+def recover(store: RocksStore, topic: str, partition: int, records: list[tuple[str, Any]],
+            first: int = 0) -> None:
+    """Apply changelog records to the store, as Faust's recovery does."""
+    batch = [Event(Message(topic, partition, first + i, store._encode_key(k),
+                           None if v is None else store._encode_value(v)))
+             for i, (k, v) in enumerate(records)]
+    store.apply_changelog_batch(batch, lambda k: k, lambda v: v)
+
+
+def test_rocksdb_lists_one_plans_tasks_by_seek(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    table, store = rocks_table(tmp_path)
+    topic = table.changelog_topic_name
+    for p in range(4):  # 20,000 tasks of 400 other plans, over every partition
+        recover(store, topic, p, [(f"other{p}-{i}/t{j}", {"seq": 1})
+                                  for i in range(100) for j in range(50)])
+    with handling(2):
+        for t in ("a.py", "pkg/b.py", "c.py"):
+            store[f"mine/{t}"] = {"seq": 3, "status": "ready"}
+        store["mine-not/x.py"] = {"seq": 3}  # shares the characters, not the plan
+    decoded = 0
+    decode = store._decode_key
+
+    def counting(key: bytes | None) -> Any:
+        nonlocal decoded
+        decoded += 1
+        return decode(key)
+
+    monkeypatch.setattr(store, "_decode_key", counting)
+    view = TaskView(store, "mine")
+    assert sorted(iter(view)) == ["a.py", "c.py", "pkg/b.py"]
+    assert decoded == 3  # the others were never read
+    assert len(view) == 3 and view["pkg/b.py"]["status"] == "ready"
+
+
+def test_rocksdb_finds_a_key_from_any_partitions_event(tmp_path: Path) -> None:
+    """The pump and the timers read plans of other partitions than the event's."""
+    _, store = rocks_table(tmp_path)
+    with handling(1):
+        store["p/a.py"] = {"seq": 1}
+    with handling(3):
+        assert store.get("p/a.py") == {"seq": 1}
+        assert "p/a.py" in store
+        del store["p/a.py"]
+    assert store.get("p/a.py") is None
+    store._key_index.clear()
+    with handling(2):
+        store["q/x"] = {"seq": 2}
+    assert store.get("q/x") == {"seq": 2}  # outside any event (a timer)
+
+
+def test_rocksdb_keeps_data_and_changelog_offsets_across_a_restart(tmp_path: Path) -> None:
+    table, store = rocks_table(tmp_path)
+    topic = table.changelog_topic_name
+    recover(store, topic, 0, [("p/a", {"seq": 1}), ("p/b", {"seq": 2}), ("p/a", None)],
+            first=40)
+    asyncio.run(store.stop())  # closes the databases: the next process may open them
+    _, again = rocks_table(tmp_path)
+    assert again.persisted_offset(TP(topic, 0)) == 42  # Faust reads the changelog from 43
+    assert again.persisted_offset(TP(topic, 1)) is None
+    assert sorted(TaskView(again, "p")) == ["b"]
+
+
+def test_a_revoked_partition_is_closed_and_no_longer_read(tmp_path: Path) -> None:
+    table, store = rocks_table(tmp_path, partitions=2)
+    with handling(1):
+        store["p/a"] = {"seq": 1}
+    store.revoke_partitions(table, {TP(table.changelog_topic_name, 1)})
+    store._actives = frozenset({0})
+    assert store.get("p/a") is None and list(TaskView(store, "p")) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["set", "del", "pop", "update", "clear"]),
+                          st.sampled_from(["p/a", "p/b", "q/a", "p", "pq/a", "p/a/b"])),
+                max_size=30))
+def test_the_memory_stores_index_follows_every_write(ops: list[tuple[str, str]]) -> None:
+    indexed, plain = _PlanIndexed(), dict[str, int]()
+    for i, (op, key) in enumerate(ops):
+        for d in (indexed, plain):
+            if op == "set":
+                d[key] = i
+            elif op == "del" and key in d:
+                del d[key]
+            elif op == "pop":
+                d.pop(key, None)
+            elif op == "update":
+                d.update([(key, i)])
+            elif op == "clear":
+                d.clear()
+    assert indexed == plain
+    for prefix in ("p/", "q/", "pq/", "p"):
+        assert sorted(indexed.with_prefix(prefix)) == sorted(k for k in plain
+                                                             if k.startswith(prefix))
+
+
+def test_the_memory_store_lists_by_its_index(tmp_path: Path) -> None:
+    app = faust.App("test-mem", broker="kafka://127.0.0.1:1", datadir=str(tmp_path),
+                    store=table_store("memory"))
+    store = app.Table("tasks", default=None, partitions=4, key_type=str).data
+    assert isinstance(store, MemoryStore)
+    for i in range(1000):
+        store[f"other{i}/x"] = {"seq": 1}
+    store["mine/a"] = store["mine/b"] = {"seq": 1}
+    assert sorted(TaskView(store, "mine")) == ["a", "b"]
+    assert store.data.heads["mine/"] == {"mine/a": None, "mine/b": None}  # type: ignore[attr-defined]
+
+
+# -- a restarted processor starts from the offsets its databases hold --------------------
+@pytest.mark.kafka
+def test_a_stopped_processor_has_every_changelog_offset_in_its_databases(
+        topics: Settings) -> None:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from rocksdict import AccessType, Rdict
+
+    from streams import topics as T
+    from tests.harness import running_pipeline, submit, wait_for
+
+    settings = topics
+    files = [{"path": f"m{i}.py", "content": f"X = {i}\n"} for i in range(8)]
+    with running_pipeline(settings, workers=1):
+        plan_id = submit(settings, {"project": "ts", "name": "store", "files": files})
+        wait_for(settings, plan_id, {"PlanCompleted"}, timeout=90)
+    # Stopped (SIGTERM). Faust reads a changelog partition from the offset after the one
+    # its database says it holds: for each, that must be the partition's last record.
+    tables = settings.data_dir / (settings.topic_prefix or "default") / "faust" / "v1" / "tables"
+
+    async def ends() -> dict[tuple[str, int], int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(settings.topic(T.changelog(t)), p)
+                   for t in ("plans", "tasks") for p in range(settings.event_partitions)]
+            return {(tp.topic, tp.partition): end
+                    for tp, end in (await consumer.end_offsets(tps)).items()}
+        finally:
+            await consumer.stop()
+
+    checked = 0
+    for (topic, partition), end in asyncio.run(ends()).items():
+        if end == 0:
+            continue
+        name = "plans" if topic.endswith("plans-changelog") else "tasks"
+        db = Rdict(str(tables / f"{name}-{partition}.db"), access_type=AccessType.read_only())
+        try:
+            assert db.get(RocksStore.offset_key) == str(end - 1).encode(), (topic, partition)
+        finally:
+            db.close()
+        checked += 1
+    assert checked >= 2  # at least the plan's partition of both tables
