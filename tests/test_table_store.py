@@ -1,6 +1,6 @@
-"""The processor's table stores (`streams.edge.state`): one plan's tasks are listed without
-touching the others', and a processor restarted on a RocksDB store starts from the
-changelog offsets its databases hold."""
+"""The processor's table stores (`streams.edge.state`): a redelivered event writes its own
+records again, one plan's tasks are listed without touching the others', and a processor
+restarted on a RocksDB store starts from the changelog offsets its databases hold."""
 
 from __future__ import annotations
 
@@ -19,8 +19,99 @@ from faust.types import TP
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agents.scheduling import fold as F
 from devline.settings import Settings
-from streams.edge.state import MemoryStore, RocksStore, TaskView, _PlanIndexed, table_store
+from streams.edge.state import (
+    MemoryStore,
+    RocksStore,
+    TaskView,
+    _PlanIndexed,
+    plan_state,
+    save_header,
+    table_store,
+)
+
+
+# -- a redelivered event writes its own records again ------------------------------------
+class Recording(dict[str, Any]):
+    """A table that records its writes (a Faust table sends each one to its changelog)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes.append(key)
+        super().__setitem__(key, dict(value))
+
+    def __delitem__(self, key: str) -> None:
+        self.writes.append(f"-{key}")
+        super().__delitem__(key)
+
+
+def task(t: str, deps: list[str]) -> dict[str, Any]:
+    return {"task_id": t, "path": f"{t}.py", "language": "python", "description": "",
+            "depends_on": deps, "content": None, "cost": 1.0, "priority": 1.0, "level": 0,
+            "executor": "demo", "simulate": None}
+
+
+ACCEPTED = {"plan_id": "p", "project": "demo", "name": "demo", "accepted_at": 0,
+            "options": {}, "tasks": [task("a", []), task("b", ["a"])]}
+DISPATCHED = {"event_id": "d", "plan_id": "p", "task_id": "a", "path": "a.py", "kind": "dev",
+              "attempt": 1, "worker_id": "w", "partition": 0, "dispatch_id": "x",
+              "dispatched_at": 1}
+COMPLETED = {"event_id": "c", "plan_id": "p", "task_id": "a", "path": "a.py", "attempt": 1,
+             "worker_id": "w", "dispatch_id": "x", "executor": "demo", "cache_key": "k",
+             "content": "", "content_hash": "h", "size": 0, "cached": False,
+             "started_at": 2, "finished_at": 2}
+
+
+def handle(plans: Recording, tasks: Recording, event_type: str, event: dict[str, Any],
+           seq: int) -> list[str]:
+    """What `Processor.handle` does with the tables for one event; the writes it made."""
+    plans.writes.clear()
+    tasks.writes.clear()
+    state = plan_state(plans, tasks, "p")
+    before = dict(state.header) if state.header else None
+    F.apply(state, event_type, event, seq)
+    save_header(plans, state, before)
+    return plans.writes + tasks.writes
+
+
+def test_a_redelivered_event_writes_again_the_records_it_wrote() -> None:
+    plans, tasks = Recording(), Recording()
+    assert handle(plans, tasks, "PlanAccepted", ACCEPTED, 1) == ["p", "p/a", "p/b"]
+    assert handle(plans, tasks, "TaskDispatched", DISPATCHED, 5) == ["p/a"]
+    kept = dict(tasks["p/a"])
+    # Delivered again (the crash came after the local write): the fold finds seq == 5 and
+    # changes nothing, but the record goes out again, the same value.
+    assert handle(plans, tasks, "TaskDispatched", DISPATCHED, 5) == ["p/a"]
+    assert tasks["p/a"] == kept
+    # The plan's creation, delivered again: the header and both tasks it created.
+    assert handle(plans, tasks, "PlanAccepted", ACCEPTED, 1) == ["p", "p/b"]
+
+
+def test_records_a_later_event_changed_are_left_alone() -> None:
+    plans, tasks = Recording(), Recording()
+    handle(plans, tasks, "PlanAccepted", ACCEPTED, 1)
+    handle(plans, tasks, "TaskDispatched", DISPATCHED, 5)
+    assert handle(plans, tasks, "TaskCompleted", COMPLETED, 7) == ["p", "p/a", "p/b"]
+    # seq 7 > 5: the dispatch is older than the record; nothing is written.
+    assert handle(plans, tasks, "TaskDispatched", DISPATCHED, 5) == []
+    # seq 1 < 7 for a, b and the header: the creation is not redone either.
+    assert handle(plans, tasks, "PlanAccepted", ACCEPTED, 1) == []
+    # The completion itself, again: its header and both tasks.
+    assert handle(plans, tasks, "TaskCompleted", COMPLETED, 7) == ["p", "p/a", "p/b"]
+    assert plans["p"]["done"] == 1  # written again, not counted again
+
+
+def test_a_first_delivery_writes_each_record_once() -> None:
+    plans, tasks = Recording(), Recording()
+    handle(plans, tasks, "PlanAccepted", ACCEPTED, 1)
+    view = TaskView(tasks, "p")
+    state = F.PlanState(dict(plans["p"]), view)
+    F.apply(state, "TaskDispatched", DISPATCHED, 5)
+    assert view.rewrite_own(5) == 0  # it wrote a itself; b was read at seq 1
 
 
 # -- one plan's tasks, listed without the others -------------------------------------------

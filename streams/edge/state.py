@@ -1,10 +1,17 @@
 """A plan's state as views over the `plans` and `tasks` tables (keys `plan_id/task_id`), and
 the stores those tables live in (`Settings.table_store`).
 
-Whatever the store:
+Two things hold whatever the store:
 
 - **Listing one plan's tasks costs that plan's tasks**, not the table's: the stores below
   answer `prefix_keys("plan_id/")` with a prefix seek (RocksDB) or an index (memory).
+- **A redelivered event writes its own records again.** The fold skips a record whose `seq`
+  says the event already changed it. With a store on disk, a crash after the local write
+  and before the changelog has it leaves exactly such a record behind, only locally; a
+  processor that recovers from the changelog (another machine, a wiped disk) would lack
+  it. So after the fold, every record read with `seq` equal to the event's own position
+  that the fold did not write is written again (`save_header`): the same value, only on
+  redelivery (a first delivery finds older records).
 """
 
 from __future__ import annotations
@@ -38,22 +45,28 @@ def keys_with_prefix(table: Table, prefix: str) -> list[str]:
 
 
 class TaskView(MutableMapping[str, Any]):
-    """One plan's tasks inside the `tasks` table. Reads return copies; writes go through."""
+    """One plan's tasks inside the `tasks` table. Reads return copies; writes go through.
+    Remembers what it read and wrote, for `rewrite_own`."""
 
     def __init__(self, table: Table, plan_id: str) -> None:
         self._table = table
         self._prefix = f"{plan_id}/"
+        self._read: dict[str, Any] = {}
+        self._written: set[str] = set()
 
     def __getitem__(self, task_id: str) -> Any:
         value = self._table.get(self._prefix + task_id)
         if value is None:
             raise KeyError(task_id)
+        self._read[task_id] = value
         return dict(value)
 
     def __setitem__(self, task_id: str, value: Any) -> None:
+        self._written.add(task_id)
         self._table[self._prefix + task_id] = value
 
     def __delitem__(self, task_id: str) -> None:
+        self._written.add(task_id)
         del self._table[self._prefix + task_id]
 
     def __iter__(self) -> Iterator[str]:
@@ -63,6 +76,15 @@ class TaskView(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return len(keys_with_prefix(self._table, self._prefix))
 
+    def rewrite_own(self, seq: int) -> int:
+        """Write again each task read since this view was made whose record says the event
+        at `seq` already wrote it, unless it was written (or deleted) here; how many."""
+        again = [t for t, v in self._read.items()
+                 if t not in self._written and int(v.get("seq", -1)) == seq]
+        for task_id in again:
+            self._table[self._prefix + task_id] = self._read[task_id]
+        return len(again)
+
 
 def plan_state(plans: Table, tasks: Table, plan_id: str) -> PlanState:
     """The plan as the tables hold it: a copy of the header, a live view of the tasks."""
@@ -70,12 +92,22 @@ def plan_state(plans: Table, tasks: Table, plan_id: str) -> PlanState:
     return PlanState(dict(header) if header else {}, TaskView(tasks, plan_id))
 
 
-def save_header(plans: Table, state: PlanState, before: dict[str, Any] | None) -> None:
-    """Write the header back if the fold changed it (delete it if the fold cleared it)."""
+def save_header(plans: Table, state: PlanState, before: dict[str, Any] | None,
+                seq: int | None = None) -> None:
+    """Write the header back if the fold changed it (delete it if the fold cleared it), and
+    write again whatever a redelivered event finds it wrote before (see the module doc).
+
+    `seq` is the event's log position; by default the last one the fold used
+    (`state.clock`, which `apply` sets to the event's position)."""
+    seq = state.clock if seq is None else seq
     if state.header and state.header != before:
         plans[state.header["plan_id"]] = dict(state.header)
     elif before and not state.header:
         del plans[before["plan_id"]]
+    elif state.header and state.header.get("seq") == seq:
+        plans[state.header["plan_id"]] = dict(state.header)  # redelivered: again
+    if isinstance(state.tasks, TaskView):
+        state.tasks.rewrite_own(seq)
 
 
 def split_key(key: str) -> tuple[str, str]:
