@@ -98,13 +98,11 @@ class Pipeline:
         self.plans = self.app.Table("plans", **table)
         self.tasks = self.app.Table("tasks", **table)
         self.cache = self.app.Table("cache", **table)
-        # Breakers are global, not per plan: key-hash partitioning keeps one home per key.
-        self.breakers = self.app.Table("breakers", use_partitioner=True, **table)
         # The planner's memory of plan ids it decided on (idempotent planning).
         self.submissions = self.app.Table("submissions", **table)
         self.emit = Emitter(settings, self.codec, self._send)
         self.store = settings.artifact_store()
-        tables: Any = (self.plans, self.tasks, self.cache, self.breakers)  # Table protocol
+        tables: Any = (self.plans, self.tasks, self.cache)  # Table protocol
         self.ports = Ports(settings, self.codec, self.emit, self.store, *tables)
 
     async def _send(self, topic: str, *, key: bytes | None, value: bytes | None,

@@ -1,12 +1,12 @@
-"""The edge around dispatch guards: breaker state in a table, transitions as events."""
+"""The edge around dispatch guards: breakers and limiters (the dispatcher's), transitions as
+events; plan budgets (checked where the plan is folded)."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agents.resilience.breaker import BreakerConfig
-from agents.scheduling.dispatch import ReadyTask
 from agents.scheduling.guards import Budget, Guards
 from agents.scheduling.model import decision_id
 from streams import topics as T
@@ -29,30 +29,6 @@ class GuardEdge:
                                            open_duration=s.breaker_open_s))
         self.escalated: set[str] = set()
 
-    def admit(self, task: ReadyTask) -> bool:
-        header = self.p.plans.get(task.plan_id) or {}
-        budget = Budget.from_options(header.get("options") or {})
-        if budget.exhausted_by(int(header.get("tokens") or 0), float(header.get("cost") or 0)):
-            return False
-        return self.guards.admit((task.plan_id, task.task_id), task.executor, self.p.clock())
-
-    async def on_result(self, event_type: str, record: dict[str, Any]) -> None:
-        """Feed a fresh completion or failure to the executor's breaker and limiter."""
-        if record.get("cached"):
-            return
-        failed = event_type == "TaskFailed"
-        rate_limited = failed and record.get("error_type") == "rate_limited"
-        _, change = self.guards.on_result(
-            (record["plan_id"], record["task_id"]), record["executor"], failed=failed,
-            rate_limited=rate_limited, retry_after=record.get("retry_after_s"), now=self.p.clock())
-        if change is not None:
-            log.info("executor %s concurrency %d -> %d (%s)", record["executor"], change.old,
-                     change.new, change.reason)
-            detach(await self.p.emit.metric("guards", "concurrency_limit", change.new,
-                                            executor=record["executor"]))
-        await self.publish()
-        self.p.breakers[record["executor"]] = self.guards.state_of(record["executor"])
-
     async def publish(self) -> None:
         """Publish every breaker transition not yet published, as an event and a metric."""
         for t in self.guards.drain():
@@ -68,18 +44,13 @@ class GuardEdge:
         self.guards.tick(self.p.clock())
         await self.publish()
 
-    def restore(self) -> None:
-        for executor, data in list(self.p.breakers.items()):
-            if data:
-                self.guards.restore(executor, data)
-
-    async def check_budget(self, state: PlanState) -> None:
-        """Escalate once when a plan's spending budget runs out; dispatch already stopped."""
+    async def check_budget(self, state: PlanState) -> bool:
+        """Escalate once when a plan's spending budget runs out; whether it did now."""
         h = state.header
         why = Budget.from_options(h.get("options") or {}).exhausted_by(
             int(h.get("tokens") or 0), float(h.get("cost") or 0))
         if why is None or h["plan_id"] in self.escalated:
-            return
+            return False
         self.escalated.add(h["plan_id"])
         log.warning("plan %s: %s; dispatch stopped, escalating", h["plan_id"], why)
         await self.p.publish("Escalation", {
@@ -87,3 +58,4 @@ class GuardEdge:
             "task_id": None, "kind": "budget", "reason": why, "attempts": 0, "errors": [],
             "last_output": None, "at": self.p.now_ms()},
             topic=T.ESCALATIONS)
+        return True

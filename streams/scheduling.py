@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from streams.edge.ports import RawRecord
 from streams.edge.processor import Processor
+from streams.leadership import DispatcherSeat
 
 if TYPE_CHECKING:
     from streams.app import Pipeline
@@ -31,11 +32,12 @@ def register_scheduler(pipeline: Pipeline) -> Processor:
             await proc.on_event_record(RawRecord.of(event.message))
             await proc.pump()
 
-    @app.agent(pipeline.workers_topic, name="worker-registry")
-    async def registry_agent(stream: Any) -> None:
-        async for event in stream.events():
-            await proc.on_heartbeat_record(RawRecord.of(event.message))
-            await proc.pump()
+    seat = DispatcherSeat(pipeline.settings, proc)
+
+    @app.task
+    async def dispatcher_seat() -> None:
+        """Follow the board and the heartbeats; stand for dispatcher (Kafka elects one)."""
+        await seat.run()
 
     @app.timer(interval=0.1)
     async def retry_timer() -> None:
@@ -50,12 +52,6 @@ def register_scheduler(pipeline: Pipeline) -> Processor:
     async def recovered() -> None:
         """Tables are recovered; the stream has not resumed yet. Note where each event
         partition ends now and where we will start reading it."""
-        # Table writes with their own partitioner (breakers) ask the producer for a topic's
-        # partitions without waiting for its metadata: load it now, once.
-        faust_producer: Any = app.producer
-        producer = faust_producer._ensure_producer()  # faust-streaming 0.15: the aiokafka one
-        for table in app.tables.values():
-            await producer.partitions_for(table.changelog_topic.get_topic_name())
         consumer: Any = app.consumer
         assigned: dict[str, list[int]] = {}
         for tp in consumer.assignment():

@@ -45,8 +45,9 @@ ESCALATIONS = "devline.escalations"
 METRICS = "devline.metrics"
 OPS = "devline.ops"
 WORKERS = "devline.workers"
+BOARD = "devline.dispatch"
 
-TABLES = ("plans", "tasks", "cache", "breakers", "submissions")
+TABLES = ("plans", "tasks", "cache", "submissions")
 
 
 def changelog(table: str) -> str:
@@ -67,6 +68,9 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               retention_ms=-1),
     TopicSpec(WORKERS, "Worker heartbeats: capacity, state, running tasks", "control",
               retention_ms=3600 * 1000),
+    TopicSpec(BOARD, "The dispatch board: one entry per task (ready, dispatched, or over), "
+              "written by its plan's processor; its one partition elects the dispatcher",
+              "control", cleanup="compact", retention_ms=-1),
     # Created up front, co-partitioned with devline.events: if Faust declared them itself
     # it could start before the broker lists them and fail every write (PartitionsMismatch).
     *(TopicSpec(changelog(t), f"Changelog of the {t} table (compacted)", "changelog",

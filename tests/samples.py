@@ -109,6 +109,15 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
         "makespan_ms": 12_345,
         "completed_at": NOW_MS + 12_345,
     },
+    "BoardEntry": lambda: {
+        "plan_id": PLAN, "task_id": "calc/parser.py", "seq": 42, "status": "dispatched",
+        "path": "calc/parser.py", "project": "calc", "kind": "dev", "priority": 3.5,
+        "attempt": 1, "executor": "demo", "dispatch_id": "d-1", "worker_id": "w-1",
+        "outcome": None, "retry_after_s": None, "at": NOW_MS + 20,
+    },
+    "BreakerState": lambda: {
+        "executor": "demo", "state": '{"breaker": {}, "limiter": {}}', "at": NOW_MS + 30,
+    },
     "PlanRetired": lambda: {
         "event_id": "r-1",
         "plan_id": PLAN,

@@ -111,8 +111,7 @@ class Sim:
         self.settings = Settings(max_attempts=max_attempts)
         self.codec = CODEC
         self.store = FakeStore(self.crash)
-        self.tables = {n: FakeTable(n, self.crash) for n in ("plans", "tasks", "cache",
-                                                            "breakers")}
+        self.tables = {n: FakeTable(n, self.crash) for n in ("plans", "tasks", "cache")}
         self.ports = Ports(self.settings, self.codec,
                            Emitter(self.settings, self.codec, self.log.send), self.store,
                            clock=self.clock.now, sleep=_instant, **self.tables)
@@ -120,6 +119,7 @@ class Sim:
         self.committed = 0
         self.pos = 0
         self.hb_pos = 0
+        self.board_pos = 0
         self.ids = itertools.count()
         self.worker = SimWorker(self)
         self.restarts = 0
@@ -148,13 +148,23 @@ class Sim:
     async def start(self) -> None:
         events = self.log.topics[T.EVENTS]
         await self.proc.on_assigned({0: len(events)}, {0: self.committed})
+        self.proc.leader.elected(len(self.log.topics[T.BOARD]))  # the only processor
         self.started = True
+
+    async def _restarted(self) -> None:
+        """Restart; a crash while restarting (in recovery) is one more restart."""
+        while True:
+            try:
+                return await self.restart()
+            except Crash:
+                continue
 
     async def restart(self) -> None:
         """The processor died: memory gone, tables as written, reading from the commit."""
         self.restarts += 1
         self.proc = self._processor()
         self.pos = self.committed
+        self.board_pos = 0  # a new process reads the board from its beginning
         await self.start()
 
     async def step(self) -> None:
@@ -165,6 +175,10 @@ class Sim:
             rec = workers[self.hb_pos]
             self.hb_pos += 1
             await self.proc.on_heartbeat_record(rec)
+        board = self.log.topics[T.BOARD]
+        while self.board_pos < len(board):
+            self.board_pos += 1
+            await self.proc.on_board_record(board[self.board_pos - 1])
         events = self.log.topics[T.EVENTS]
         if self.pos < len(events):
             await self.proc.on_event_record(events[self.pos])
@@ -190,7 +204,7 @@ class Sim:
             try:
                 await self.step()
             except Crash:
-                await self.restart()
+                await self._restarted()
         raise AssertionError(f"not done after {max_steps} steps: {self.describe()}")
 
     # -- reading the result --------------------------------------------------------------

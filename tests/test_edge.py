@@ -63,10 +63,11 @@ def test_failed_sends_while_handling_a_valid_record_lose_nothing() -> None:
     async def go() -> Sim:
         sim = Sim()
         real = sim.log.send
-        failures: dict[int, int] = {}
+        failures: dict[tuple[str, bytes, str], int] = {}
 
         async def flaky(topic: str, **kw: Any) -> None:
-            n = len(sim.log.topics[topic])
+            # Each kind of record for each key fails 3 times, then goes through.
+            n = (topic, kw["key"] or b"", str(kw["headers"]))
             failures[n] = failures.get(n, 0) + 1
             if failures[n] <= 3 and topic != T.WORKERS:
                 raise KafkaTimeoutError(f"send to {topic} failed")
@@ -158,6 +159,7 @@ def test_a_catch_up_that_cannot_finish_gives_up_after_a_minute_with_the_link_up(
         sim.submit(plan(files=[{"path": "a.py", "content": "A = 1\n"}]))
         # The end offset says 5 records the log no longer has (truncated under us).
         await sim.proc.on_assigned({0: 5}, {0: 0})
+        sim.proc.leader.elected(0)
         sim.started = True
         await sim.step()  # the one record there is: read, but short of the end
         waited = []
@@ -224,6 +226,9 @@ def test_a_work_item_is_stale_once_the_log_moved_past_it() -> None:
     assert "superseded: TaskReady" in (stale_reason(item, [("TaskReady", {"attempt": 1})],
                                                     []) or "")
     assert "running on w2" in (stale_reason(item, [], ["w2"]) or "")
+    # A second dispatch the fold refused (two dispatchers for a moment) changes nothing.
+    assert stale_reason(item, [("TaskDispatched", {"dispatch_id": "d2", "attempt": 1})],
+                        []) is None
 
 
 def test_the_sink_writes_each_file_once_and_leaves_equal_files_alone(tmp_path: Path) -> None:

@@ -33,6 +33,10 @@ CONTRACT = {
     "PlanRejected": "plan_id:string reason:string field:string? cycle:[string]=[] rejected_at:ts",
     "PlanCompleted": "plan_id:string files:int executor_runs:int cache_hits:int failed:int=0 "
     "makespan_ms:long completed_at:ts",
+    "BoardEntry": "plan_id:string task_id:string seq:long status:string path:string "
+    "project:string='' kind:string priority:double attempt:int executor:string "
+    "dispatch_id:string='' worker_id:string='' outcome:string? retry_after_s:double? at:ts",
+    "BreakerState": "executor:string state:string at:ts",
     "PlanRetired": "event_id:string plan_id:string status:string finished_at:ts retired_at:ts",
     "TaskReady": "event_id:string plan_id:string task_id:string path:string kind:string "
     "attempt:int priority:double cache_key:string ready_at:ts",

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-# Events after our dispatch that mean the item is no longer the task's current work.
-SUPERSEDING = frozenset({"TaskReady", "TaskDispatched", "TaskCompleted", "TaskFailed",
-                         "TaskRetryScheduled", "TaskDeadLettered"})
+# Events after our dispatch that mean the item is no longer the task's current work. A later
+# TaskDispatched alone does not: the fold takes one only after a TaskReady re-opened the
+# task (which does); any other was refused (two dispatchers for a moment, or a dispatcher
+# that had not yet read our dispatch back) and never became a work item.
+SUPERSEDING = frozenset({"TaskReady", "TaskCompleted", "TaskFailed", "TaskRetryScheduled",
+                         "TaskDeadLettered"})
 
 
 def stale_reason(item: dict[str, Any], later: Iterable[tuple[str, dict[str, Any]]],
@@ -29,8 +32,6 @@ def stale_reason(item: dict[str, Any], later: Iterable[tuple[str, dict[str, Any]
         if event_type in ("TaskCompleted", "TaskFailed") and ev.get("dispatch_id") == \
                 item["dispatch_id"]:
             return f"already ran: its {event_type} is in the log"
-        if event_type == "TaskDispatched" and ev.get("dispatch_id") == item["dispatch_id"]:
-            continue  # our own dispatch (read from its offset on)
         if event_type in SUPERSEDING:
             return f"superseded: {event_type} for attempt {ev.get('attempt')} came after it"
     others = sorted(running_on)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 from agents.scheduling import fold as F
 from agents.scheduling.fold import PlanState
 from agents.scheduling.model import Cmd, Command
+from streams.edge.leader import HELD
 
 if TYPE_CHECKING:
     from streams.edge.processor import Processor
@@ -36,8 +37,6 @@ class Effects:
             case Cmd.STORE:
                 await self.store(state, cmd, record)
             case Cmd.DECIDE_FAILURE:
-                if cmd.fresh and record is not None:
-                    await proc.guard.on_result("TaskFailed", record)
                 await proc.failures.decide(state, task_id)
             case Cmd.ARM_TIMER:
                 task = state.task(task_id)
@@ -73,9 +72,10 @@ class Effects:
             entry = {"content_hash": digest, "size": task["size"]}
             if self.p.cache.get(task["cache_key"]) != entry:
                 self.p.cache[task["cache_key"]] = entry
-        if cmd.fresh and record is not None:
-            await self.proc.guard.on_result("TaskCompleted", record)
-            await self.proc.guard.check_budget(state)
+        if cmd.fresh and record is not None and await self.proc.guard.check_budget(state):
+            for task_id, other in state.tasks.items():  # spent: off the dispatcher's queue
+                if other["status"] == F.READY:
+                    await self.proc.dispatch.post(state, task_id, HELD)
 
     async def plan_done(self, state: PlanState) -> None:
         h = state.header

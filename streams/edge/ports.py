@@ -61,7 +61,6 @@ class Ports:
     plans: Table
     tasks: Table
     cache: Table
-    breakers: Table
     clock: Callable[[], float] = time.time  # wall seconds (event timestamps, timers)
     sleep: Callable[[float], Awaitable[None]] | None = None  # for retry pauses
 

@@ -34,6 +34,7 @@ from streams.edge.catchup import CATCHUP_STALL_S, CatchUp
 from streams.edge.dispatching import DispatchLoop
 from streams.edge.effects import Effects
 from streams.edge.failures import Failures
+from streams.edge.leader import Leader
 from streams.edge.link import BrokerLink
 from streams.edge.persist import Unexpected, persist
 from streams.edge.ports import Ports, RawRecord
@@ -72,8 +73,9 @@ class Processor:
         self.failures = Failures(ports, policy or BackoffPolicy(
             initial=1.0, max_interval=60.0, max_attempts=s.max_attempts))
         self.timers = RetryTimers()
-        self.dispatch = DispatchLoop(ports, self.dispatcher, self.link, self.guard,
-                                     self.executors, lease_s)
+        self.dispatch = DispatchLoop(ports, self.executors)
+        self.leader = Leader(ports, self.dispatcher, self.broker, self.guard, lease_s,
+                             reject=self.reject)
         self.effects = Effects(self)
         self.catchup = CatchUp()
         self.ready = False  # caught up and recovered: may dispatch, fire timers, reclaim
@@ -154,7 +156,7 @@ class Processor:
         before = dict(state.header) if state.header else None
         commands = F.apply(state, event_type, record, seq)
         save_header(p.plans, state, before)
-        self.dispatch.settle(event_type, record, state)
+        await self.dispatch.settle(event_type, record, state, any(c.fresh for c in commands))
         if event_type == "TaskRedriveRequested" and not commands:
             why = F.redrive_refusal(state.task(record["task_id"]), record) if state.header \
                 else f"no plan {record['plan_id']}"
@@ -185,9 +187,7 @@ class Processor:
         """Rebuild what lives only in memory from the tables: in-flight work, the ready
         queue, retry timers, undecided failures, unreported plans."""
         p = self.ports
-        self.guard.restore()
         tasks = list(p.tasks.items())
-        self.dispatch.restore(tasks)
         self.timers.clear()
         redone: dict[str, int] = {}
         for key, task in tasks:
@@ -207,48 +207,41 @@ class Processor:
                                       plan_state(p.plans, p.tasks, plan_id)),
                               what="reporting a plan", log=log, sleep=p.sleep)
         self.ready = True
-        log.info("caught up; state recovered: %s; %d in flight", ", ".join(
-            f"{n} {k}" for k, n in sorted(redone.items())) or "nothing to redo",
-            self.dispatcher.in_flight)
+        log.info("caught up; state recovered: %s", ", ".join(
+            f"{n} {k}" for k, n in sorted(redone.items())) or "nothing to redo")
 
-    # -- workers and the link ---------------------------------------------------------
+    # -- the dispatcher's inputs (every processor follows them; one acts) ---------------
     async def on_heartbeat_record(self, rec: RawRecord) -> None:
-        parsed = await self.decoded(rec, HEARTBEATS, T.WORKERS)
-        if parsed is None:
-            return
-        hb = parsed[1]
-        if self.broker.heard(hb):
-            return
-        if self.ports.clock() - hb["at"] / 1000 > self.dispatcher.worker_timeout:
-            return  # an old heartbeat read after a restart says nothing about now
-        self.dispatcher.worker_seen(hb["worker_id"], capacity=hb["capacity"],
-                                    partitions=list(hb["partitions"]), state=hb["state"],
-                                    now=self.link.now(), running=list(hb["running"]))
+        try:
+            event_type, hb = self.ports.codec.decode(rec.value or b"")
+        except DecodeError as exc:
+            return await self._bad_input(rec, f"undecodable: {exc}")
+        if event_type not in HEARTBEATS:
+            return await self._bad_input(rec, f"unexpected event type {event_type} on "
+                                         f"{T.WORKERS}")
+        self.leader.heartbeat(hb)
+
+    async def _bad_input(self, rec: RawRecord, why: str) -> None:
+        """A bad record every processor reads: the dispatcher of the day dead-letters it."""
+        if self.leader.active:
+            await self.reject(rec, why)
+
+    async def on_board_record(self, rec: RawRecord) -> None:
+        await self.leader.on_board_record(rec)
 
     # -- periodic work ----------------------------------------------------------------
     async def tick(self) -> None:
-        """Once a second: the link clock, worker expiry, leases, breakers, the pump."""
+        """Once a second: the link clock; retention; the dispatcher's leases and breakers."""
         up = await self.broker.tick()
         if not self.ready and up and self.catchup.stalled(self.ports.clock()):
             log.warning("catch-up stalled: partitions %s read nothing for %.0fs short of "
                         "their end offsets; acting on what was read", self.catchup.give_up(),
                         CATCHUP_STALL_S)
             await self.recover()
-        if not self.ready:
-            return
-        gone = self.dispatcher.expire_workers(self.link.now())
-        if gone:
-            log.warning("workers silent for %.0fs: %s", self.dispatcher.worker_timeout,
-                        ", ".join(gone))
-        await self.dispatch.reclaim()
         self.ticks += 1
-        if self.ticks % RECONCILE_EVERY == 0:
-            async with self.handling:  # never halfway through an event's commands
-                await self.dispatch.reconcile()
-        if self.retention.due(self.ticks):
+        if self.ready and self.retention.due(self.ticks):
             await self.retention.sweep()
-        await self.guard.tick()
-        await self.pump()
+        await self.leader.tick(self.ticks)
 
     async def fire_timers(self) -> None:
         if not self.ready:
@@ -256,11 +249,11 @@ class Processor:
         await self.timers.fire(self.ports)
 
     async def pump(self) -> int:
-        if not self.ready:
-            return 0
-        return await self.dispatch.pump()
+        return await self.leader.pump()
 
     async def metrics(self) -> None:
+        if not self.leader.active:
+            return  # the dispatcher's figures, from the dispatcher only
         d = self.dispatcher
         for name, value in (("backlog", d.backlog), ("in_flight", d.in_flight),
                             ("workers", len(d.workers))):
