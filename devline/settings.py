@@ -74,6 +74,9 @@ class Settings(BaseModel):
         "the live tables before it is retired (tombstones in the changelogs; the event log "
         "keeps its history for `devline status`/`events`)")
     max_attempts: int = Field(3, ge=1, description="Attempts before a task is dead-lettered")
+    processors: int = Field(
+        1, ge=1, le=16, description="Stream processors `devline run` starts: they share the "
+        "plans (Kafka assigns the partitions) and one of them, elected by Kafka, dispatches")
     min_workers: int = Field(2, ge=0, description="Fewest worker processes")
     max_workers: int = Field(10, ge=1, description="Most worker processes")
     worker_slots: int = Field(1, ge=1, description="Tasks one worker process runs at once")

@@ -207,8 +207,8 @@ class Supervisor:
                            read=cfg.min_replicas < cfg.max_replicas, clock=self.clock)
         await link.start()
         try:
-            if self.with_processor:
-                proc = Child("processor", 0)
+            for index in range(self.settings.processors if self.with_processor else 0):
+                proc = Child("processor", index)
                 self.children.append(proc)
                 await self.spawn(proc)
             if self.with_sink:

@@ -204,18 +204,22 @@ async def kill_worker(group: int, watch: Watch, say: Any) -> dict[str, Any]:
 
 
 def processor_pid(run_log: Path) -> int | None:
-    """The running processor, as the supervisor last reported it (a promoted warm spare
-    keeps its `--standby` command line)."""
+    """The dispatching processor: the last one to say it was elected, if it still runs."""
     found = None
     for line in run_log.read_text(errors="replace").splitlines():
-        if m := re.search(r"(?:started|promoted its warm spare) processor-0 \(pid (\d+)\)",
-                          line):
+        if m := re.search(r"elected dispatcher \(pid (\d+)", line):
             found = int(m.group(1))
+    if found is None:
+        return None
+    try:
+        os.kill(found, 0)
+    except ProcessLookupError:
+        return None
     return found
 
 
 async def kill_processor(run_log: Path, watch: Watch, say: Any) -> dict[str, Any]:
-    pid = await until("the processor", lambda: processor_pid(run_log), 60)
+    pid = await until("the dispatching processor", lambda: processor_pid(run_log), 60)
     os.kill(pid, signal.SIGKILL)
     at = time.time()
     say(f"  SIGKILL processor (pid {pid})")
@@ -338,7 +342,8 @@ async def run_seed(args: argparse.Namespace, seed: int, work: Path, out: IO[byte
     say(f"seed {seed}: prefix {prefix} plan {plan['plan_id']} {args.tasks} tasks; faults "
         + ", ".join(f"{k}@{m:.0%}" for k, m in zip(faults, marks, strict=True)))
     run = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "devline", "run", "--min-workers", str(args.min_workers),
+        sys.executable, "-m", "devline", "run", "--processors", str(args.processors),
+        "--min-workers", str(args.min_workers),
         "--max-workers", str(args.max_workers), "--scale-down-window", "10",
         "--no-create-topics", env=child_env(settings), stdout=out,
         stderr=asyncio.subprocess.STDOUT, cwd=str(ROOT), start_new_session=True)
@@ -408,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=50, help="files per layer")
     parser.add_argument("--duration", type=float, default=0.05, help="seconds per task")
     parser.add_argument("--long", type=float, default=1.0, help="seconds every tenth task")
+    parser.add_argument("--processors", type=int, default=1,
+                        help="stream processors (processor kills hit the dispatching one)")
     parser.add_argument("--min-workers", type=int, default=2)
     parser.add_argument("--max-workers", type=int, default=4)
     parser.add_argument("--worker-kills", type=int, default=5)

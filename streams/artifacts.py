@@ -33,6 +33,9 @@ class ArtifactError(DevlineError):
     retryable = True
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -53,6 +56,14 @@ class ArtifactStore(Protocol):
         """The bytes stored under `digest`, or None when the store does not have them."""
         ...
 
+    async def put_ref(self, name: str, digest: str) -> None:
+        """Point the ref `name` (a sha256 hex, e.g. a cache key) at `digest`; idempotent."""
+        ...
+
+    async def get_ref(self, name: str) -> str | None:
+        """The digest the ref `name` points at, or None."""
+        ...
+
 
 class LocalArtifactStore:
     """`root/sha256/ab/abcdef...`: one file per content, atomically renamed into place."""
@@ -69,6 +80,39 @@ class LocalArtifactStore:
 
     async def get(self, digest: str) -> bytes | None:
         return await asyncio.to_thread(self.get_sync, digest)
+
+    async def put_ref(self, name: str, digest: str) -> None:
+        await asyncio.to_thread(self._put_ref, name, checked_digest(digest))
+
+    async def get_ref(self, name: str) -> str | None:
+        return await asyncio.to_thread(self._get_ref, name)
+
+    def _ref_path(self, name: str) -> Path:
+        checked_digest(name)
+        return self.root / "refs" / name[:2] / name
+
+    def _put_ref(self, name: str, digest: str) -> None:
+        target = self._ref_path(name)
+        with contextlib.suppress(OSError):
+            if target.read_text() == digest:
+                return
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_text(digest)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise ArtifactError(f"cannot store ref {name[:12]} under {self.root}: "
+                                f"{exc.strerror or exc}") from exc
+
+    def _get_ref(self, name: str) -> str | None:
+        try:
+            value = self._ref_path(name).read_text().strip()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ArtifactError(f"cannot read ref {name[:12]}: {exc.strerror}") from exc
+        return value if _HEX64.fullmatch(value) else None  # torn: as good as missing
 
     def put_sync(self, data: bytes) -> str:
         digest = sha256(data)
@@ -217,6 +261,30 @@ class S3ArtifactStore:
 
     async def get(self, digest: str) -> bytes | None:
         return await asyncio.to_thread(self.get_sync, digest)
+
+    def ref_key(self, name: str) -> str:
+        checked_digest(name)
+        return f"{self.location.prefix}refs/{name[:2]}/{name}"
+
+    async def put_ref(self, name: str, digest: str) -> None:
+        key, loc, value = self.ref_key(name), self.location, checked_digest(digest).encode()
+        await asyncio.to_thread(self._call, "store", key, lambda s3: s3.put_object(
+            Bucket=loc.bucket, Key=key, Body=value, ContentType="text/plain"))
+
+    async def get_ref(self, name: str) -> str | None:
+        key, loc = self.ref_key(name), self.location
+
+        def read(s3: Any) -> bytes:
+            body = s3.get_object(Bucket=loc.bucket, Key=key)["Body"]
+            try:
+                data: bytes = body.read()
+            finally:
+                body.close()
+            return data
+
+        data = await asyncio.to_thread(self._call, "read", key, read, absent=_ABSENT)
+        value = data.decode("ascii", "replace").strip() if data else ""
+        return value if _HEX64.fullmatch(value) else None
 
     def put_sync(self, data: bytes) -> str:
         """HEAD first, PUT only when the object is absent or not ours. Re-sending bytes the

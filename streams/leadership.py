@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from typing import Any
 
@@ -99,6 +101,7 @@ class DispatcherSeat:
                 await self.follower.seek_to_end(tp)
         self.candidate = self._consumer(
             group_id=self.s.group("devline-dispatcher"),
+            client_id=f"devline-dispatcher-{socket.gethostname()}-{os.getpid()}",
             group_instance_id=f"{self.s.instance_id}-dispatcher" if self.s.instance_id
             else None, session_timeout_ms=SESSION_MS, heartbeat_interval_ms=1000,
             max_poll_interval_ms=3_600_000)

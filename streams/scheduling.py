@@ -32,6 +32,11 @@ def register_scheduler(pipeline: Pipeline) -> Processor:
             await proc.on_event_record(RawRecord.of(event.message))
             await proc.pump()
 
+    @app.agent(pipeline.workers_topic, name="heartbeat-check")
+    async def heartbeat_check(stream: Any) -> None:
+        async for event in stream.events():
+            await proc.check_heartbeat_record(RawRecord.of(event.message))
+
     seat = DispatcherSeat(pipeline.settings, proc)
 
     @app.task

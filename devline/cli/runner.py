@@ -22,6 +22,9 @@ def run(
     ctx: typer.Context,
     workers: Annotated[int | None, typer.Option(
         min=1, help="Fixed pool size: shortcut for --min-workers N --max-workers N")] = None,
+    processors: Annotated[int | None, typer.Option(
+        min=1, max=16, help=env_help("processors", "Stream processors sharing the plans "
+                                     "(one of them, elected, dispatches)"))] = None,
     min_workers: Annotated[int | None, typer.Option(
         min=0, help=env_help("min_workers", "Fewest worker processes"))] = None,
     max_workers: Annotated[int | None, typer.Option(
@@ -47,7 +50,7 @@ def run(
         raise typer.Exit(2)
     if workers is not None:
         min_workers = max_workers = workers
-    settings = with_overrides(settings_of(ctx), min_workers=min_workers,
+    settings = with_overrides(settings_of(ctx), processors=processors, min_workers=min_workers,
                               max_workers=max_workers, scale_target=scale_target,
                               scale_down_window=scale_down_window, worker_grace=worker_grace,
                               workspace=workspace)

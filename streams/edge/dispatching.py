@@ -43,6 +43,19 @@ class DispatchLoop:
         deps = [(state.tasks[d]["content_hash"] or "") for d in spec["depends_on"]]
         return cache_key(spec, self.executors.identity(spec["executor"]), deps)
 
+    async def lookup(self, key: str) -> dict[str, Any] | None:
+        """A cached result whose content the store still has: from this processor's `cache`
+        table, else from the store's ref (written by whichever processor finished it)."""
+        hit = self.p.cache.get(key)
+        digest = hit["content_hash"] if hit else await self.p.store.get_ref(key)
+        if not digest:
+            return None
+        data = await self.p.store.get(digest)
+        if data is None:
+            return None
+        return {"content_hash": digest, "size": int(hit.get("size") or 0) if hit
+                else len(data)}
+
     async def release(self, state: PlanState, task_id: str) -> None:
         """A ready task: complete it from the cache, or queue it for dispatch."""
         task = state.task(task_id)
@@ -50,9 +63,9 @@ class DispatchLoop:
             return
         h = state.header
         key = self.key_for(state, task)
-        hit = self.p.cache.get(key)
-        if hit and task["attempt"] == 1 and task["kind"] == "dev" \
-                and await self.p.store.get(hit["content_hash"]) is not None:
+        hit = await self.lookup(key) if task["attempt"] == 1 and task["kind"] == "dev" \
+            else None
+        if hit is not None:
             at = self.p.now_ms()
             await self.p.publish("TaskCompleted", {
                 "event_id": decision_id(h["plan_id"], task_id, task["attempt"], "cached"),

@@ -72,6 +72,9 @@ class Effects:
             entry = {"content_hash": digest, "size": task["size"]}
             if self.p.cache.get(task["cache_key"]) != entry:
                 self.p.cache[task["cache_key"]] = entry
+            # The table lives with this plan's partition; the ref in the shared store
+            # lets a processor owning another partition find the entry too.
+            await self.p.store.put_ref(task["cache_key"], digest)
         if cmd.fresh and record is not None and await self.proc.guard.check_budget(state):
             for task_id, other in state.tasks.items():  # spent: off the dispatcher's queue
                 if other["status"] == F.READY:

@@ -88,6 +88,7 @@ class FakeStore:
     def __init__(self, crash: CrashPlan) -> None:
         self.crash = crash
         self.blobs: dict[str, bytes] = {}
+        self.refs: dict[str, str] = {}
 
     async def put(self, data: bytes) -> str:
         digest = sha256(data)
@@ -98,3 +99,11 @@ class FakeStore:
 
     async def get(self, digest: str) -> bytes | None:
         return self.blobs.get(digest)
+
+    async def put_ref(self, name: str, digest: str) -> None:
+        if self.refs.get(name) != digest:
+            self.crash.step(f"ref {name[:12]}")
+            self.refs[name] = digest
+
+    async def get_ref(self, name: str) -> str | None:
+        return self.refs.get(name)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -75,8 +76,8 @@ class Leader:
 
     def elected(self, board_end: int, generation: int = 0) -> None:
         self.active, self.board_target, self.generation = True, board_end, generation
-        log.info("elected dispatcher (generation %d); reading the board up to %d (at %d)",
-                 generation, board_end, self.board_pos)
+        log.info("elected dispatcher (pid %d, generation %d); reading the board up to %d "
+                 "(at %d)", os.getpid(), generation, board_end, self.board_pos)
 
     def deposed(self) -> None:
         if self.active:

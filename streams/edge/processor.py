@@ -212,19 +212,18 @@ class Processor:
 
     # -- the dispatcher's inputs (every processor follows them; one acts) ---------------
     async def on_heartbeat_record(self, rec: RawRecord) -> None:
+        """A heartbeat as the dispatcher follows them (every processor reads them all)."""
         try:
             event_type, hb = self.ports.codec.decode(rec.value or b"")
-        except DecodeError as exc:
-            return await self._bad_input(rec, f"undecodable: {exc}")
-        if event_type not in HEARTBEATS:
-            return await self._bad_input(rec, f"unexpected event type {event_type} on "
-                                         f"{T.WORKERS}")
-        self.leader.heartbeat(hb)
+        except DecodeError:
+            return  # dead-lettered by `check_heartbeat_record` in the partition's owner
+        if event_type in HEARTBEATS:
+            self.leader.heartbeat(hb)
 
-    async def _bad_input(self, rec: RawRecord, why: str) -> None:
-        """A bad record every processor reads: the dispatcher of the day dead-letters it."""
-        if self.leader.active:
-            await self.reject(rec, why)
+    async def check_heartbeat_record(self, rec: RawRecord) -> None:
+        """Dead-letter a record on devline.workers that is not a heartbeat. Runs in the
+        processor Kafka gave the record's partition, so each is dead-lettered once."""
+        await self.decoded(rec, HEARTBEATS, T.WORKERS)
 
     async def on_board_record(self, rec: RawRecord) -> None:
         await self.leader.on_board_record(rec)
