@@ -69,7 +69,9 @@ class Pipeline:
             topic_replication_factor=settings.replication,
             web_enabled=False,
             consumer_auto_offset_reset="earliest",
-            datadir=str(datadir / "faust"),
+            # One directory per processor instance: RocksDB locks its files, and processors
+            # of one machine (devline run --processors N) must not share them.
+            datadir=str(datadir / "faust" / (settings.instance_id or "default")),
             producer_linger=0.0,
             stream_wait_empty=False,
             broker_commit_every=100,
