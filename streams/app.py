@@ -58,7 +58,10 @@ class Pipeline:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.codec = Codec.from_settings(settings)
-        datadir = settings.data_dir / (settings.topic_prefix or "default")
+        # One directory per processor instance: RocksDB locks its files, and processors
+        # of one machine (devline run --processors N) must not share them.
+        datadir = settings.data_dir / (settings.topic_prefix or "default") / "faust" / (
+            settings.instance_id or "default")
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             settings.group("devline-streams"),
@@ -69,9 +72,7 @@ class Pipeline:
             topic_replication_factor=settings.replication,
             web_enabled=False,
             consumer_auto_offset_reset="earliest",
-            # One directory per processor instance: RocksDB locks its files, and processors
-            # of one machine (devline run --processors N) must not share them.
-            datadir=str(datadir / "faust" / (settings.instance_id or "default")),
+            datadir=str(datadir),
             producer_linger=0.0,
             stream_wait_empty=False,
             broker_commit_every=100,

@@ -279,7 +279,9 @@ def test_a_stopped_processor_has_every_changelog_offset_in_its_databases(
         wait_for(settings, plan_id, {"PlanCompleted"}, timeout=90)
     # Stopped (SIGTERM). Faust reads a changelog partition from the offset after the one
     # its database says it holds: for each, that must be the partition's last record.
-    tables = settings.data_dir / (settings.topic_prefix or "default") / "faust" / "v1" / "tables"
+    # One state directory per processor instance (devline run names its processor).
+    (tables,) = (settings.data_dir / (settings.topic_prefix or "default") / "faust").glob(
+        "*/v1/tables")
 
     async def ends() -> dict[tuple[str, int], int]:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap)
