@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -50,6 +51,36 @@ class RawRecord:
         return None
 
 
+# Deliveries of the sends made while one record is handled (per asyncio task): awaited
+# together at its end instead of one round trip each.
+_PENDING: ContextVar[list[Any] | None] = ContextVar("pending_deliveries", default=None)
+
+
+async def _delivered(delivery: Any) -> None:
+    if delivery is None:
+        return
+    pending = _PENDING.get()
+    if pending is None:
+        await delivery
+    else:
+        pending.append(delivery)
+
+
+async def all_delivered(op: Callable[[], Awaitable[None]]) -> None:
+    """Run `op`; its sends go out at once and are awaited together at the end, so one
+    record costs one round trip, not one per send. Any failed send fails the whole `op`,
+    which is retried (every effect is idempotent). Per partition the producer keeps the
+    order the sends were made in."""
+    pending: list[Any] = []
+    token = _PENDING.set(pending)
+    try:
+        await op()
+    finally:
+        _PENDING.reset(token)
+    for delivery in pending:
+        await delivery
+
+
 @dataclass
 class Ports:
     """Everything the edge reads and writes."""
@@ -71,9 +102,7 @@ class Ports:
         """Send an event and wait until the broker has it. Effects publish this way, so a
         send that fails fails the effect, which is retried, instead of vanishing after
         the record was committed."""
-        delivery = await self.emit.event(event_type, record, **where)
-        if delivery is not None:
-            await delivery
+        await _delivered(await self.emit.event(event_type, record, **where))
 
     async def publish_dead_letter(self, value: bytes | None, key: bytes | None,
                                   headers: list[tuple[str, bytes]]) -> None:
@@ -82,6 +111,5 @@ class Ports:
         so no record is too big to dead-letter. Store and send are one effect: retried or
         redone after a crash, both run again (storing by hash is idempotent)."""
         letter = await stored_by_reference(self.store, value, key, headers)
-        delivery = await self.emit.dead_letter(letter.value, letter.key, letter.headers)
-        if delivery is not None:
-            await delivery
+        await _delivered(await self.emit.dead_letter(letter.value, letter.key,
+                                                     letter.headers))

@@ -37,7 +37,7 @@ from streams.edge.failures import Failures
 from streams.edge.leader import Leader
 from streams.edge.link import BrokerLink
 from streams.edge.persist import Unexpected, persist
-from streams.edge.ports import Ports, RawRecord
+from streams.edge.ports import Ports, RawRecord, all_delivered
 from streams.edge.retention import Retention
 from streams.edge.state import plan_state, save_header, split_key
 from streams.edge.timers import RetryTimers
@@ -93,8 +93,9 @@ class Processor:
             event_type, record = parsed
             try:
                 async with self.handling:
-                    await persist(partial(self.handle, event_type, record, rec.offset,
-                                          rec.partition),
+                    await persist(partial(all_delivered, partial(
+                                      self.handle, event_type, record, rec.offset,
+                                      rec.partition)),
                                   what=f"handling {event_type} {rec.partition}@{rec.offset}",
                                   log=log, sleep=self.ports.sleep)
             except Unexpected as exc:  # a bug, not the record's fault: keep it, go on
