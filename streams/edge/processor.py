@@ -157,7 +157,6 @@ class Processor:
         before = dict(state.header) if state.header else None
         commands = F.apply(state, event_type, record, seq)
         save_header(p.plans, state, before)
-        await self.dispatch.settle(event_type, record, state, any(c.fresh for c in commands))
         if event_type == "TaskRedriveRequested" and not commands:
             why = F.redrive_refusal(state.task(record["task_id"]), record) if state.header \
                 else f"no plan {record['plan_id']}"
@@ -165,6 +164,9 @@ class Processor:
                         why)
         for command in commands:
             await self.effects.run(state, command, record, (partition, seq))
+        # Posted last: what the effects posted (a spent budget holds the plan's queued
+        # tasks) is on the board before the slot this event frees.
+        await self.dispatch.settle(event_type, record, state, any(c.fresh for c in commands))
 
     # -- assignment and recovery -----------------------------------------------------
     async def on_assigned(self, ends: Mapping[int, int], committed: Mapping[int, int | None]
