@@ -77,9 +77,11 @@ class Pipeline:
             stream_wait_empty=False,
             broker_commit_every=100,
             broker_commit_interval=1.0,
-            # A crashed processor's partitions move to its replacement after this long.
-            broker_session_timeout=10.0,
-            broker_heartbeat_interval=2.0,
+            # A crashed processor's partitions move to another after this long (the broker's
+            # minimum): the plans it folded wait for that. Faust heartbeats from its own
+            # consumer thread, so a busy event loop does not cost the membership.
+            broker_session_timeout=6.0,
+            broker_heartbeat_interval=1.5,
             # Static membership: a restarted processor with the same id takes its partitions
             # back at once (no wait for the session timeout, no rebalance of the others).
             consumer_group_instance_id=settings.instance_id,

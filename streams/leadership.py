@@ -33,7 +33,8 @@ from streams.edge.processor import Processor
 log = logging.getLogger("devline.dispatch")
 
 HEARTBEATS_BACK_S = 20.0  # heartbeats older than the worker timeout say nothing about now
-SESSION_MS = 10_000       # a dispatcher that died without leaving loses the seat after this
+SESSION_MS = 6_000        # a dispatcher that died without leaving loses the seat after this
+                          # (the broker's group.min.session.timeout.ms default)
 RETRY_S = 2.0
 
 
