@@ -96,14 +96,7 @@ class LocalArtifactStore:
         with contextlib.suppress(OSError):
             if target.read_text() == digest:
                 return
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_text(digest)
-            os.replace(tmp, target)
-        except OSError as exc:
-            raise ArtifactError(f"cannot store ref {name[:12]} under {self.root}: "
-                                f"{exc.strerror or exc}") from exc
+        self._write(target, digest.encode(), f"ref {name[:12]}")
 
     def _get_ref(self, name: str) -> str | None:
         try:
@@ -120,15 +113,19 @@ class LocalArtifactStore:
         with contextlib.suppress(OSError):  # absent or unreadable: write it
             if target.stat().st_size == len(data):  # a file of another length is replaced
                 return digest
+        self._write(target, data, f"artifact {digest[:12]}")
+        return digest
+
+    def _write(self, target: Path, data: bytes, what: str) -> None:
+        """Atomically: a reader sees the old file or the whole new one, never a torn one."""
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{digest}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
             tmp.write_bytes(data)
             os.replace(tmp, target)
         except OSError as exc:
-            raise ArtifactError(f"cannot store artifact {digest[:12]} under {self.root}: "
+            raise ArtifactError(f"cannot store {what} under {self.root}: "
                                 f"{exc.strerror or exc}") from exc
-        return digest
 
     def get_sync(self, digest: str) -> bytes | None:
         try:
@@ -272,17 +269,7 @@ class S3ArtifactStore:
             Bucket=loc.bucket, Key=key, Body=value, ContentType="text/plain"))
 
     async def get_ref(self, name: str) -> str | None:
-        key, loc = self.ref_key(name), self.location
-
-        def read(s3: Any) -> bytes:
-            body = s3.get_object(Bucket=loc.bucket, Key=key)["Body"]
-            try:
-                data: bytes = body.read()
-            finally:
-                body.close()
-            return data
-
-        data = await asyncio.to_thread(self._call, "read", key, read, absent=_ABSENT)
+        data = await asyncio.to_thread(self._read, self.ref_key(name))
         value = data.decode("ascii", "replace").strip() if data else ""
         return value if _HEX64.fullmatch(value) else None
 
@@ -309,7 +296,13 @@ class S3ArtifactStore:
         return digest
 
     def get_sync(self, digest: str) -> bytes | None:
-        key = self.key_for(digest)
+        data = self._read(self.key_for(digest))
+        if data is None or sha256(data) != digest:  # tampered is as good as missing
+            return None
+        return data
+
+    def _read(self, key: str) -> bytes | None:
+        """The object's bytes, or None when absent."""
         loc = self.location
 
         def read(s3: Any) -> bytes:
@@ -320,10 +313,8 @@ class S3ArtifactStore:
                 body.close()
             return data
 
-        data = self._call("read", key, read, absent=_ABSENT)
-        if data is None or sha256(data) != digest:  # tampered is as good as missing
-            return None
-        return data
+        result: bytes | None = self._call("read", key, read, absent=_ABSENT)
+        return result
 
     def _s3(self) -> Any:
         with self._lock:

@@ -138,6 +138,25 @@ def test_missing_is_none(backend: Backend) -> None:
     assert asyncio.run(backend.store.get(sha256(b"never stored"))) is None
 
 
+def test_refs_point_at_digests_and_refuse_other_names(backend: Backend) -> None:
+    """Cache keys are refs: any process of the cluster reads what another wrote."""
+    name, first, second = sha256(b"cache key"), sha256(b"v1"), sha256(b"v2")
+
+    async def go() -> tuple[str | None, str | None, str | None]:
+        missing = await backend.store.get_ref(name)
+        await backend.store.put_ref(name, first)
+        await backend.store.put_ref(name, first)  # idempotent
+        got = await backend.store.get_ref(name)
+        await backend.store.put_ref(name, second)  # a later result replaces it
+        return missing, got, await backend.store.get_ref(name)
+
+    assert asyncio.run(go()) == (None, first, second)
+    with pytest.raises(ArtifactError):
+        asyncio.run(backend.store.put_ref("../escape", first))
+    with pytest.raises(ArtifactError):
+        asyncio.run(backend.store.put_ref(name, "not a digest"))
+
+
 def test_empty_content(backend: Backend) -> None:
     digest = asyncio.run(backend.store.put(b""))
     assert asyncio.run(backend.store.get(digest)) == b""
