@@ -147,6 +147,11 @@ class Emitter:
         return await self._send(self.settings.topic(T.DLQ), key=key, value=value,
                                 partition=None, headers=headers)
 
+    async def tombstone(self, topic: str, key: str) -> Any:
+        """Queue a delete marker for `key` on a compacted topic; returns its delivery."""
+        return await self._send(self.settings.topic(topic), key=key.encode(), value=None,
+                                partition=None, headers=[])
+
     async def metric(self, source: str, name: str, value: float, **labels: str) -> Any:
         return await self.event("MetricPoint", {"source": source, "name": name,
                                                 "value": float(value), "labels": labels,

@@ -309,6 +309,14 @@ def test_a_finished_plan_past_its_retention_leaves_the_tables_and_nothing_else_d
     assert not [k for k in sim.tables["tasks"] if k.startswith("old/")]
     assert sim.plan("young")["status"] == "done" and sim.plan("stuck")["status"] == "stalled"
     assert [k for k in sim.tables["tasks"] if k.startswith("young/")]
+    # Off the dispatch board too (tombstones), and out of the dispatcher's memory.
+    assert board_tombstones(sim) == {"old/a.py", "old/b.py"}
+    assert not [k for k in sim.proc.leader.seqs if k[0] == "old"]
+    assert [k for k in sim.proc.leader.seqs if k[0] == "young"]
+
+
+def board_tombstones(sim: Sim) -> set[str]:
+    return {(r.key or b"").decode() for r in sim.log.topics[T.BOARD] if r.value is None}
 
 
 @pytest.mark.parametrize("step", range(1, 6))
@@ -318,3 +326,4 @@ def test_a_crash_halfway_through_a_retirement_is_finished_on_redelivery(step: in
     assert "old" not in sim.tables["plans"]
     assert not [k for k in sim.tables["tasks"] if k.startswith("old/")]
     assert len({ev["event_id"] for _, ev in sim.events("PlanRetired")}) == 1
+    assert board_tombstones(sim) == {"old/a.py", "old/b.py"}

@@ -143,6 +143,13 @@ class DispatchLoop:
             "outcome": outcome, "retry_after_s": retry_after_s, "at": self.p.now_ms()},
             topic=T.BOARD, key=f"{state.header['plan_id']}/{task_id}")
 
+    async def unpost(self, plan_id: str, task_ids: list[str]) -> None:
+        """Tombstones on the board for a retired plan's tasks, delivered before returning."""
+        sends = [await self.p.emit.tombstone(T.BOARD, f"{plan_id}/{t}") for t in task_ids]
+        for delivery in sends:
+            if delivery is not None:
+                await delivery
+
     async def settle(self, event_type: str, record: dict[str, Any], state: PlanState,
                      fresh: bool) -> None:
         """After the fold: post the task the event touched, unless it is ready (its release

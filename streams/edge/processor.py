@@ -155,6 +155,10 @@ class Processor:
         p = self.ports
         state = plan_state(p.plans, p.tasks, record["plan_id"])
         before = dict(state.header) if state.header else None
+        if event_type == "PlanRetired" and state.header \
+                and state.header.get("completed_at") == record["finished_at"]:
+            # Its tasks leave the board before the tables: a crash in between redoes both.
+            await self.dispatch.unpost(state.header["plan_id"], list(state.tasks))
         commands = F.apply(state, event_type, record, seq)
         save_header(p.plans, state, before)
         if event_type == "TaskRedriveRequested" and not commands:
