@@ -21,6 +21,7 @@ class TopicSpec:
     kind: str  # "event" (keyed by plan), "work" (keyed by task), "control"
     cleanup: str = "delete"
     retention_ms: int = 7 * DAY_MS
+    extra: tuple[tuple[str, str], ...] = ()  # further topic configs
 
     def partitions(self, settings: Settings) -> int:
         if self.kind == "work":
@@ -34,6 +35,7 @@ class TopicSpec:
             "cleanup.policy": self.cleanup,
             "retention.ms": str(self.retention_ms),
             "max.message.bytes": str(settings.max_message_bytes),
+            **dict(self.extra),
         }
 
 
@@ -70,7 +72,11 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               retention_ms=3600 * 1000),
     TopicSpec(BOARD, "The dispatch board: one entry per task (ready, dispatched, or over), "
               "written by its plan's processor; its one partition elects the dispatcher",
-              "control", cleanup="compact", retention_ms=-1),
+              "control", cleanup="compact", retention_ms=-1,
+              # Every processor reads it from the start: roll and compact it often so that
+              # is about the live tasks, not every state each one ever had.
+              extra=(("segment.ms", str(10 * 60 * 1000)), ("min.cleanable.dirty.ratio", "0.1"),
+                     ("delete.retention.ms", str(DAY_MS)))),
     # Created up front, co-partitioned with devline.events: if Faust declared them itself
     # it could start before the broker lists them and fail every write (PartitionsMismatch).
     *(TopicSpec(changelog(t), f"Changelog of the {t} table (compacted)", "changelog",
