@@ -90,7 +90,10 @@ class DispatcherSeat:
         self.follower = self._consumer()
         await self.follower.start()
         heartbeats = await self._partitions(self.s.topic(T.WORKERS))
-        self.follower.assign([self.board, *heartbeats])
+        events = await self._partitions(self.s.topic(T.EVENTS))
+        self.follower.assign([self.board, *heartbeats, *events])
+        for tp in events:  # results from now on: they free worker slots early
+            await self.follower.seek_to_end(tp)
         self.follower.seek(self.board, self.proc.leader.board_pos)
         since = int((time.time() - HEARTBEATS_BACK_S) * 1000)
         found = await self.follower.offsets_for_times({tp: since for tp in heartbeats})
@@ -127,11 +130,14 @@ class DispatcherSeat:
 
     async def _follow(self) -> None:
         assert self.follower is not None
-        proc, board = self.proc, self.board.topic
+        proc, board, events = self.proc, self.board.topic, self.s.topic(T.EVENTS)
         while True:
             batches = await self.follower.getmany(timeout_ms=500, max_records=2000)
             for tp, records in batches.items():
                 for record in records:
+                    if tp.topic == events:
+                        self._result(record)
+                        continue
                     raw = RawRecord.of(record)
                     if tp.topic == board:
                         await proc.on_board_record(raw)
@@ -139,6 +145,17 @@ class DispatcherSeat:
                         await proc.on_heartbeat_record(raw)
             if batches:
                 await proc.pump()
+
+    def _result(self, record: Any) -> None:
+        """A TaskCompleted or TaskFailed, known by its headers (nothing is decoded)."""
+        h = dict(record.headers or ())
+        if h.get("event-type") not in (b"TaskCompleted", b"TaskFailed"):
+            return
+        try:
+            self.proc.leader.result_seen(h["plan-id"].decode(), h["task-id"].decode(),
+                                         int(h["attempt"]))
+        except (KeyError, ValueError, UnicodeDecodeError):
+            return  # not one of ours: the plan's processor deals with it
 
     async def _stand(self) -> None:
         assert self.candidate is not None

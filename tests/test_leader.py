@@ -71,3 +71,15 @@ def test_a_cache_hit_needs_no_local_cache_entry() -> None:
     sim = asyncio.run(go())
     assert sim.plan("p2")["cache_hits"] == 2 and sim.plan("p2")["executor_runs"] == 0
     assert len(sim.store.refs) == 2
+
+
+def test_a_result_in_the_log_frees_its_slot_before_the_fold_posts_it() -> None:
+    leader = Sim().proc.leader
+    leader.apply(entry(5, "dispatched", dispatch_id="d1", worker_id="w1"))
+    assert not leader.result_seen("p", "a.py", 2)  # another attempt's result: not ours
+    assert ("p", "a.py") in leader.dispatcher.inflight
+    assert leader.result_seen("p", "a.py", 1)
+    assert ("p", "a.py") not in leader.dispatcher.inflight
+    # The fold refused that result (a stale run): its board entry puts the dispatch back.
+    leader.apply(entry(6, "dispatched", dispatch_id="d1", worker_id="w1"))
+    assert leader.dispatcher.inflight[("p", "a.py")].dispatch_id == "d1"

@@ -169,6 +169,18 @@ class Leader:
         self.dispatcher.task_finished(*k)
         self.guard.guards.forget(k, self.p.clock())
 
+    def result_seen(self, plan_id: str, task_id: str, attempt: int) -> bool:
+        """A worker's result is in the log (read from its headers, before the plan's
+        processor folds it): the slot is free now, not one more hop later. Whether a slot
+        was freed. The board entry that follows settles the rest (breakers; and a result
+        the fold refused puts the dispatch back in flight)."""
+        key = (plan_id, task_id)
+        held, entry = self.dispatcher.inflight.get(key), self.entries.get(key)
+        if held is None or not held.confirmed or entry is None or entry["attempt"] != attempt:
+            return False
+        self.dispatcher.task_finished(plan_id, task_id)
+        return True
+
     # -- workers ---------------------------------------------------------------------
     def heartbeat(self, hb: dict[str, Any]) -> None:
         if self.broker.heard(hb):
