@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from devline.errors import DevlineError
+from devline.errors import BrokerUnavailable, DevlineError
 from devline.settings import Settings
 
 T = TypeVar("T")
@@ -31,10 +31,19 @@ def settings_of(ctx: typer.Context) -> Settings:
     return obj
 
 
+BROKER_HINT = "Is a broker running? (scripts/kafka-local start, or set DEVLINE_BOOTSTRAP)"
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; turn devline and Kafka errors into one readable line and exit 1."""
     try:
         return asyncio.run(coro)
+    except BrokerUnavailable as exc:
+        # Raised from the client's error when no broker answered (else, e.g. a missing
+        # topic, the broker is there and the message says what to do).
+        hint = f". {BROKER_HINT}" if exc.__cause__ is not None else ""
+        err.print(f"[red]error:[/red] {escape(str(exc))}{hint}")
+        raise typer.Exit(1) from None
     except DevlineError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
@@ -44,8 +53,7 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
         from aiokafka.errors import KafkaConnectionError, KafkaError
 
         if isinstance(exc, KafkaConnectionError | KafkaError):
-            err.print(f"[red]error:[/red] Kafka: {escape(str(exc))}. Is a broker running? "
-                      "(scripts/kafka-local start, or set DEVLINE_BOOTSTRAP)")
+            err.print(f"[red]error:[/red] Kafka: {escape(str(exc))}. {BROKER_HINT}")
             raise typer.Exit(1) from None
         raise
 
