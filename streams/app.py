@@ -11,6 +11,7 @@ from faust.tables import TableManager
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+from streams.consumer import FromStartTransport
 from streams.edge.ports import Ports
 from streams.edge.state import table_store
 from streams.emit import Emitter
@@ -93,6 +94,8 @@ class Pipeline:
             consumer_metadata_max_age_ms=METADATA_AGE_MS,
             producer_metadata_max_age_ms=METADATA_AGE_MS,
         )
+        # Partitions the group never committed are read from their first record.
+        self.app.transport = FromStartTransport(self.app.conf.broker_consumer, self.app)
         raw: dict[str, Any] = dict(key_type=bytes, value_type=bytes, key_serializer="raw",
                                    value_serializer="raw")
         self.plans_topic = self.app.topic(settings.topic(T.PLANS), **raw)

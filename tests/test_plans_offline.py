@@ -3,7 +3,7 @@ committed, are read when a processor starts: a plan submitted then is planned, a
 event on such a partition of devline.events is folded.
 
 Faust lost them in most start-ups that read table changelogs (`FromStartConsumer` in
-streams/planning.py has the cause), so each round restarts a processor that keeps its
+streams/consumer.py has the cause), so each round restarts a processor that keeps its
 tables in memory (every start replays the changelogs, as a RocksDB processor does when it
 has no local state: a new machine, partitions moving from another processor), with fresh
 records on partitions the group never committed.
