@@ -164,8 +164,10 @@ async def describe_topics(settings: Settings) -> list[dict[str, object]]:
     try:
         names = [settings.topic(s.name) for s in CATALOGUE]
         # Ask for each topic by name: a fresh client's topic list can lag a creation.
-        found = {d["topic"]: len(d["partitions"])
-                 for d in await admin.describe_topics(names) if d.get("error_code") == 0}
+        # A topic whose leader is still being elected (a busy broker, just after creation)
+        # exists: only UNKNOWN_TOPIC_OR_PARTITION (3) says it does not.
+        found = {d["topic"]: len(d.get("partitions") or [])
+                 for d in await admin.describe_topics(names) if d.get("error_code") != 3}
         return [
             {
                 "topic": name,

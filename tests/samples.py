@@ -113,7 +113,7 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
         "plan_id": PLAN, "task_id": "calc/parser.py", "seq": 42, "status": "dispatched",
         "path": "calc/parser.py", "project": "calc", "kind": "dev", "priority": 3.5,
         "attempt": 1, "executor": "demo", "dispatch_id": "d-1", "worker_id": "w-1",
-        "outcome": None, "retry_after_s": None, "at": NOW_MS + 20,
+        "outcome": None, "retry_after_s": None, "budgeted": False, "at": NOW_MS + 20,
     },
     "BreakerState": lambda: {
         "executor": "demo", "state": '{"breaker": {}, "limiter": {}}', "at": NOW_MS + 30,

@@ -25,6 +25,10 @@ def test_a_late_entry_from_a_previous_owner_is_ignored() -> None:
     leader.apply(entry(3, "ready"))  # written late by the plan's previous processor
     assert not leader.dispatcher.is_queued(("p", "a.py"))
     assert leader.dispatcher.inflight[("p", "a.py")].dispatch_id == "d1"
+    # A plan with a budget waits for the fold, which may hold its other tasks.
+    leader.apply({**entry(7, "dispatched", dispatch_id="d2", worker_id="w1"), "attempt": 2,
+                  "budgeted": True})
+    assert not leader.result_seen("p", "a.py", 2)
     leader.apply(entry(7, "done", outcome="completed"))
     assert ("p", "a.py") not in leader.dispatcher.inflight and not leader.entries
 

@@ -35,7 +35,8 @@ CONTRACT = {
     "makespan_ms:long completed_at:ts",
     "BoardEntry": "plan_id:string task_id:string seq:long status:string path:string "
     "project:string='' kind:string priority:double attempt:int executor:string "
-    "dispatch_id:string='' worker_id:string='' outcome:string? retry_after_s:double? at:ts",
+    "dispatch_id:string='' worker_id:string='' outcome:string? retry_after_s:double? "
+    "budgeted:boolean=False at:ts",
     "BreakerState": "executor:string state:string at:ts",
     "PlanRetired": "event_id:string plan_id:string status:string finished_at:ts retired_at:ts",
     "TaskReady": "event_id:string plan_id:string task_id:string path:string kind:string "

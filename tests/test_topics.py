@@ -1,7 +1,7 @@
 import asyncio
 
 from devline.settings import Settings
-from streams.topics import CATALOGUE, create_topics, describe_topics
+from streams.topics import CATALOGUE, create_topics, describe_topics, wait_for_topics
 
 
 def test_create_topics_is_idempotent_and_sized(settings: Settings) -> None:
@@ -9,6 +9,7 @@ def test_create_topics_is_idempotent_and_sized(settings: Settings) -> None:
     assert set(first.values()) == {"created"}
     second = asyncio.run(create_topics(settings))
     assert set(second.values()) == {"exists"}
+    asyncio.run(wait_for_topics(settings))  # every partition led: counts are final
     rows = {r["topic"]: r for r in asyncio.run(describe_topics(settings))}
     assert len(rows) == len(CATALOGUE)
     assert all(r["exists"] for r in rows.values())

@@ -140,7 +140,9 @@ class DispatchLoop:
             "kind": task["kind"], "priority": float(spec["priority"]),
             "attempt": task["attempt"], "executor": spec["executor"],
             "dispatch_id": task["dispatch_id"] or "", "worker_id": task["worker_id"] or "",
-            "outcome": outcome, "retry_after_s": retry_after_s, "at": self.p.now_ms()},
+            "outcome": outcome, "retry_after_s": retry_after_s,
+            "budgeted": Budget.from_options(state.header.get("options") or {}) != Budget(),
+            "at": self.p.now_ms()},
             topic=T.BOARD, key=f"{state.header['plan_id']}/{task_id}")
 
     async def unpost(self, plan_id: str, task_ids: list[str]) -> None:

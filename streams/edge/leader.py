@@ -176,7 +176,8 @@ class Leader:
         the fold refused puts the dispatch back in flight)."""
         key = (plan_id, task_id)
         held, entry = self.dispatcher.inflight.get(key), self.entries.get(key)
-        if held is None or not held.confirmed or entry is None or entry["attempt"] != attempt:
+        if held is None or not held.confirmed or entry is None or entry["attempt"] != attempt \
+                or entry.get("budgeted"):  # the fold may hold the plan: wait for it
             return False
         self.dispatcher.task_finished(plan_id, task_id)
         return True
