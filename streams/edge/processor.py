@@ -39,7 +39,7 @@ from streams.edge.link import BrokerLink
 from streams.edge.persist import Unexpected, persist
 from streams.edge.ports import Ports, RawRecord, all_delivered
 from streams.edge.retention import Retention
-from streams.edge.state import plan_state, save_header, split_key
+from streams.edge.state import plan_state, save_header
 from streams.edge.timers import RetryTimers
 from streams.emit import dead_letter_headers, detach
 from streams.guarding import GuardEdge
@@ -194,19 +194,20 @@ class Processor:
         """Rebuild what lives only in memory from the tables: in-flight work, the ready
         queue, retry timers, undecided failures, unreported plans."""
         p = self.ports
-        tasks = list(p.tasks.items())
         self.timers.clear()
         redone: dict[str, int] = {}
-        for key, task in tasks:
-            plan_id, task_id = split_key(key)
-            header = p.plans.get(plan_id)
-            if not header or not task:
+        for plan_id, header in list(p.plans.items()):
+            # A finished plan's tasks have nothing to redo: a start costs the live plans,
+            # not the history waiting for retention.
+            if not header or header.get("status") in (F.PLAN_DONE, F.REJECTED):
                 continue
-            for cmd in F.recovery_commands(header, task_id, task):
-                redone[cmd.kind] = redone.get(cmd.kind, 0) + 1
-                await persist(partial(self.effects.run, plan_state(p.plans, p.tasks, plan_id),
-                                      cmd, None),
-                              what=f"recovering {cmd.kind} {key}", log=log, sleep=p.sleep)
+            for task_id, task in list(plan_state(p.plans, p.tasks, plan_id).tasks.items()):
+                for cmd in F.recovery_commands(header, task_id, task):
+                    redone[cmd.kind] = redone.get(cmd.kind, 0) + 1
+                    await persist(partial(self.effects.run,
+                                          plan_state(p.plans, p.tasks, plan_id), cmd, None),
+                                  what=f"recovering {cmd.kind} {plan_id}/{task_id}", log=log,
+                                  sleep=p.sleep)
         for plan_id, header in list(p.plans.items()):
             if header and F.plan_unreported(header):
                 redone["plan_done"] = redone.get("plan_done", 0) + 1
