@@ -32,6 +32,7 @@ from agents.scheduling.model import decision_id
 from streams import topics as T
 from streams.edge.link import BrokerLink
 from streams.edge.ports import Ports, RawRecord
+from streams.edge.state import split_key
 from streams.guarding import GuardEdge
 
 log = logging.getLogger("devline.dispatch")
@@ -97,7 +98,7 @@ class Leader:
         name = (rec.key or b"").decode("utf-8", "replace")
         if rec.value is None:  # a tombstone: the plan retired
             if not name.startswith(BREAKER_PREFIX):
-                self.forget(tuple(name.split("/", 1)) if "/" in name else (name, ""))
+                self.forget(split_key(name))
             return
         try:
             kind, record = self.p.codec.decode(rec.value)
@@ -162,12 +163,11 @@ class Leader:
         if not self.active:
             self.guard.guards.drain()  # the dispatcher of the day published them
 
-    def forget(self, key: tuple[str, ...]) -> None:
-        k: Key = (key[0], key[1] if len(key) > 1 else "")
-        self.entries.pop(k, None)
-        self.seqs.pop(k, None)
-        self.dispatcher.task_finished(*k)
-        self.guard.guards.forget(k, self.p.clock())
+    def forget(self, key: Key) -> None:
+        self.entries.pop(key, None)
+        self.seqs.pop(key, None)
+        self.dispatcher.task_finished(*key)
+        self.guard.guards.forget(key, self.p.clock())
 
     def result_seen(self, plan_id: str, task_id: str, attempt: int) -> bool:
         """A worker's result is in the log (read from its headers, before the plan's
