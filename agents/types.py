@@ -18,6 +18,22 @@ class DepContext:
 
 
 @dataclass(frozen=True)
+class FixContext:
+    """What a fix task repairs: the version that failed its checks and the evidence."""
+
+    content: str                 # the version to fix (the last one, or the one before a
+    base_hash: str               # regression that was reverted)
+    check: str                   # the failing check (ruff, pytest, ...)
+    command: str                 # the command that failed, shell-quoted for reading
+    summary: str                 # one line: the first blocking finding
+    output: str                  # head and tail of the check's output (<= 8 KB)
+    lines: tuple[tuple[int, int], ...] = ()
+    fix_attempt: int = 1
+    reverted: bool = False
+    history: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class WorkItem:
     """One unit of work handed to an executor."""
 
@@ -37,6 +53,7 @@ class WorkItem:
     context: tuple[DepContext, ...] = ()
     options: dict[str, str] = field(default_factory=dict)
     project: str | None = None
+    fix: FixContext | None = None  # kind fix: the version to repair and why
 
 
 @dataclass(frozen=True)

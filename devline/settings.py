@@ -95,6 +95,13 @@ class Settings(BaseModel):
     executor: str = Field("demo", description="Default executor: demo, command, http, python")
     executor_config: Path | None = Field(
         None, description="YAML/JSON file: executor name -> its config (argv, base_url, ...)")
+    qa_chain: str = Field(
+        "default", description="Checker chain a plan gets unless its `qa` option names one: "
+        "default (parse, lint, the file's tests), strict (+ type check), syntax, off")
+    qa_config: Path | None = Field(
+        None, description="TOML file of operator checker chains and checker options "
+        "([chains.NAME], [checkers.NAME])")
+    qa_timeout: float = Field(120.0, gt=0, description="Time limit in seconds per check")
     no_progress_repeats: int = Field(3, ge=2, description="Same error this often in a row: stop")
     breaker_open_s: float = Field(30.0, gt=0, description="Circuit breaker cool-down seconds")
     breaker_min_calls: int = Field(5, ge=1, description="Calls in the window before it may open")

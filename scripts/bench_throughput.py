@@ -41,7 +41,8 @@ from streams.topics import create_topics
 
 def plan(n: int, run: str) -> dict:
     # Unique content per run so the result cache cannot answer for the executor.
-    return {"project": f"tp-{run}", "name": "throughput", "files": [
+    # QA off: this measures the pool and the pipeline; checks are measured on their own.
+    return {"project": f"tp-{run}", "name": "throughput", "options": {"qa": "off"}, "files": [
         {"path": f"m{i:05d}.py", "content": f"# {run}\nX = {i}\n"} for i in range(n)]}
 
 

@@ -53,14 +53,13 @@ class Results:
             sent.append(record["dispatch_id"])
         return sent
 
-    async def completed(self, item: WorkItem, started: int, result: ExecutionResult) -> None:
-        content, digest, size = await self._retried(
-            f"storing the output of {item.plan_id}/{item.task_id}",
-            partial(completed_content, result.content, self.store))
+    async def completed(self, item: WorkItem, started: int, result: ExecutionResult,
+                        qa: dict[str, Any] | None = None) -> None:
+        content, digest, size = await self._stored(item, result)
         await self._report("TaskCompleted", {
             **self._common(item, started), "cache_key": item.cache_key,
             "content": content, "content_hash": digest, "size": size, "cached": False,
-            "tokens": result.tokens, "cost": result.cost, "project": item.project})
+            "tokens": result.tokens, "cost": result.cost, "project": item.project, "qa": qa})
 
     async def failed(self, item: WorkItem, started: int, exc: ExecutorError) -> None:
         await self._report("TaskFailed", {
@@ -68,6 +67,22 @@ class Results:
             "retryable": exc.retryable,
             "fingerprint": error_fingerprint(exc.error_type, str(exc)),
             "output": exc.output, "retry_after_s": exc.retry_after})
+
+    async def qa_failed(self, item: WorkItem, started: int, result: ExecutionResult,
+                        exc: ExecutorError, qa: dict[str, Any]) -> None:
+        """A version that failed its checks: stored (its fix starts from it) and reported
+        with the verdict; the fingerprint is the verdict's (line-number agnostic)."""
+        _, digest, size = await self._stored(item, result)
+        await self._report("TaskFailed", {
+            **self._common(item, started), "error": str(exc), "error_type": exc.error_type,
+            "retryable": exc.retryable, "fingerprint": qa["fingerprint"],
+            "output": exc.output, "retry_after_s": None, "content_hash": digest,
+            "size": size, "qa": qa})
+
+    async def _stored(self, item: WorkItem, result: ExecutionResult
+                      ) -> tuple[str | None, str, int]:
+        return await self._retried(f"storing the output of {item.plan_id}/{item.task_id}",
+                                   partial(completed_content, result.content, self.store))
 
     def _common(self, item: WorkItem, started: int) -> dict[str, Any]:
         return {"event_id": new_id(), "plan_id": item.plan_id, "task_id": item.task_id,

@@ -28,6 +28,7 @@ from devline.errors import DecodeError, ExecutorError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+from streams.checking import Checker, qa_failure, qa_record
 from streams.claims import resolve_item
 from streams.emit import dead_letter_headers, now_ms, stored_by_reference
 from streams.offsets import OffsetBook, RebalanceListener
@@ -89,6 +90,7 @@ class Worker:
         outbox = Outbox(settings.data_dir / "outbox" / self.slot) if self.slot else None
         self.store = settings.artifact_store()
         self.results = Results(settings, self.codec, self.worker_id, self.store, outbox)
+        self.checker = Checker(settings, self.store)
 
     # -- lifecycle ------------------------------------------------------------------
     async def run(self) -> None:
@@ -266,13 +268,23 @@ class Worker:
         sandbox = Path(tempfile.mkdtemp(prefix="devline-task-"))
         try:
             item = await resolve_item(item, raw.get("brief"), self.store)
+            item = await self.checker.fix_context(item, raw)
             result = await self.executors.run(item, sandbox, self.settings.executor_timeout)
+            verdict = await self.checker.verdict(item, raw, result.content)
         except ExecutorError as exc:
             log.info("task %s/%s attempt %d failed (%s): %s", item.plan_id, item.task_id,
                      item.attempt, exc.error_type, exc)
             await self.results.failed(item, started, exc)
         else:
-            await self.results.completed(item, started, result)
+            if verdict is not None and not verdict.passed:
+                failure = qa_failure(verdict)
+                log.info("task %s/%s attempt %d: %s failed its checks: %s", item.plan_id,
+                         item.task_id, item.attempt, item.path, failure)
+                await self.results.qa_failed(item, started, result, failure,
+                                             qa_record(verdict))
+            else:
+                await self.results.completed(
+                    item, started, result, qa_record(verdict) if verdict else None)
             self.completed += 1
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)

@@ -114,6 +114,13 @@ def task_payload(item: WorkItem, sandbox: Path, output: Path) -> dict[str, Any]:
              "content": dep.content, "interface": dep.interface}
             for dep in item.context
         ],
+        # kind "fix": the version to repair and the evidence of the check it failed.
+        "fix": None if item.fix is None else {
+            "content": item.fix.content, "check": item.fix.check,
+            "command": item.fix.command, "summary": item.fix.summary,
+            "output": item.fix.output, "lines": [list(r) for r in item.fix.lines],
+            "fix_attempt": item.fix.fix_attempt, "reverted": item.fix.reverted,
+            "history": list(item.fix.history)},
     }
 
 

@@ -1,7 +1,11 @@
 """The built-in deterministic executor: writes the content the plan carries, or a stub.
 
 Per-file `simulate` options make it useful for tests and benchmarks:
-`duration_s` sleeps that long, `fail_first` fails the first N attempts.
+`duration_s` sleeps that long, `fail_first` fails the first N attempts, `qa_fail_first`
+makes the first N versions of the file (the dev version, then each fix) carry a defect the
+default checker chain catches, so the fix loop has something real to repair: `qa_defect`
+chooses `same` (one fingerprint each time: escalated as no progress), `varies` (a new one
+each time: escalated at the cap) or `regress` (each fix worse than its base: reverted).
 """
 
 from __future__ import annotations
@@ -70,7 +74,32 @@ class DemoExecutor:
                 error_type="simulated",
             )
         content = item.content if item.content is not None else stub_for(item)
+        content = with_defects(content, item, sim)
         target = sandbox / item.path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
         return ExecutionResult(content=content)
+
+
+def version_of(item: WorkItem) -> int:
+    """Which version of the file this run writes: 1 for dev work, 1 + n for fix n."""
+    return 1 + (item.fix.fix_attempt if item.kind == "fix" and item.fix else 0)
+
+
+def with_defects(content: str, item: WorkItem, sim: dict[str, object]) -> str:
+    """`content` with the defects `simulate` scripts for this version (none once fixed)."""
+    version = version_of(item)
+    if version > int(str(sim.get("qa_fail_first") or 0)):
+        return content
+    style = str(sim.get("qa_defect") or "same")
+    count = version if style == "regress" else 1
+    if item.path.endswith(".py"):
+        names = ["undefined_name" if style == "same" else f"undefined_name_{version}_{i}"
+                 for i in range(count)]
+        lines = [f"_devline_defect_{i} = {name}  # scripted defect (F821)"
+                 for i, name in enumerate(names)]
+    elif item.path.endswith((".js", ".mjs", ".cjs", ".ts")):
+        lines = [f"const _devline_defect_{i} = ; // scripted defect" for i in range(count)]
+    else:
+        return content
+    return content.rstrip("\n") + "\n" + "\n".join(lines) + "\n"

@@ -137,7 +137,18 @@ def user_prompt(item: WorkItem, max_context_chars: int) -> str:
     lines = [f"Write the file `{item.path}`" + (f" ({lang})." if lang else ".")]
     if item.description:
         lines += ["", "What it must do:", item.description.strip()]
-    if item.kind == "fix":
+    if item.kind == "fix" and item.fix is not None:
+        fx = item.fix
+        lines += ["", f"This is fix {fx.fix_attempt}: the version below failed the "
+                      f"`{fx.check}` check (`{fx.command}`): {fx.summary}"]
+        if fx.reverted:
+            lines.append("The previous fix made it worse and was reverted; try another way.")
+        if fx.history:
+            lines += ["Earlier attempts:", *(f"- {h}" for h in fx.history)]
+        lines += ["", "Check output:", _fenced(fx.output, None), "",
+                  "Version to fix:", _fenced(fx.content, lang),
+                  "", "Return the corrected file."]
+    elif item.kind == "fix":
         lines += ["", f"This is a fix (attempt {item.attempt}): the current version failed "
                       "its checks. Return the corrected file."]
     elif item.attempt > 1:

@@ -126,6 +126,8 @@ def _file(raw: Any, i: int) -> dict[str, Any]:
                 "fail_first": int(sim.get("fail_first", 0)),
                 "fail_error": str(sim.get("fail_error", "simulated failure")),
                 "retryable": bool(sim.get("retryable", True)),
+                "qa_fail_first": int(sim.get("qa_fail_first", 0)),
+                "qa_defect": str(sim.get("qa_defect", "same")),
             }
         except (TypeError, ValueError, OverflowError) as exc:
             raise PlanError(f"{field}.simulate: {exc}", field=f"{field}.simulate") from exc

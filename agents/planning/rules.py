@@ -38,6 +38,8 @@ __doc__ = (__doc__ or "") + f"""
     path / project            {MAX_PATH} characters, relative, inside the workspace
     cost                      a finite number in [0, {MAX_COST:g}]
     simulate.duration_s       a finite number in [0, {MAX_SIM_DURATION:g}]
+    simulate.qa_fail_first    a whole number in [0, {MAX_FAIL_FIRST}]
+    options.qa.fix_attempts   a whole number in [0, 10]
     executors                 {', '.join(EXECUTORS)}; the planner accepts only those the
                               operator's executor config can run
 """
@@ -82,7 +84,21 @@ def _executor(name: Any, field: str, known: Collection[str] | None) -> None:
                         "sets them in DEVLINE_EXECUTOR_CONFIG)", field=field)
 
 
+QA_DEFECTS = ("same", "varies", "regress")
+QA_CHAIN = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+MAX_FIX_ATTEMPTS = 10
+
+
 def _options(options: Mapping[str, Any], known: Collection[str] | None) -> None:
+    if "qa" in options and not QA_CHAIN.match(str(options["qa"])):
+        raise PlanError(f"options.qa: {options['qa']!r} is not a checker chain name (default, "
+                        "strict, syntax, off, or one the operator configured)",
+                        field="options.qa")
+    if "qa.fix_attempts" in options:
+        raw = str(options["qa.fix_attempts"])
+        if not raw.isdigit() or int(raw) > MAX_FIX_ATTEMPTS:
+            raise PlanError(f"options.qa.fix_attempts: expected a whole number 0-"
+                            f"{MAX_FIX_ATTEMPTS}, got {raw!r}", field="options.qa.fix_attempts")
     if "executor" in options:
         _executor(options["executor"], "options.executor", known)
     if "budget.tokens" in options:
@@ -150,6 +166,12 @@ def validate(record: Mapping[str, Any], executors: Collection[str] | None = None
                     MAX_SIM_DURATION)
             _number(sim.get("fail_first", 0), f"{field}.simulate.fail_first", 0,
                     MAX_FAIL_FIRST)
+            _number(sim.get("qa_fail_first", 0), f"{field}.simulate.qa_fail_first", 0,
+                    MAX_FAIL_FIRST)
+            if sim.get("qa_defect", "same") not in QA_DEFECTS:
+                raise PlanError(f"{field}.simulate.qa_defect: expected one of "
+                                f"{', '.join(QA_DEFECTS)}, got {sim.get('qa_defect')!r}",
+                                field=f"{field}.simulate.qa_defect")
     for i, f in enumerate(files):
         for j, dep in enumerate(f.get("depends_on") or []):
             where = f"files[{i}].depends_on[{j}]"

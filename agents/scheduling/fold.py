@@ -26,6 +26,7 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from agents.scheduling import fixes
 from agents.scheduling.model import (
     Cmd,
     Command,
@@ -81,6 +82,7 @@ def new_task(spec: TaskSpec, dependents: list[str], seq: int) -> TaskRecord:
         "dispatch_id": None, "worker_id": None, "partition": None, "content_hash": None,
         "size": 0, "cache_key": None, "cached": False, "completed_at": None, "errors": [],
         "last_failure": None, "due_at": None, "seq": seq,
+        "fixes": [], "fix_base": None, "fix_count": 0, "qa": None,
     }
 
 
@@ -91,6 +93,30 @@ def _spec(raw: dict[str, Any]) -> TaskSpec:
             "priority": float(raw.get("priority") or 0.0), "level": int(raw.get("level") or 0),
             "executor": raw["executor"], "simulate": raw.get("simulate"),
             "brief": raw.get("brief")}
+
+
+def _qa_summary(qa: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a task keeps of its verdict: the chain, and checks run / skipped by name."""
+    if not qa:
+        return None
+    checks = qa.get("checks") or []
+    return {"chain": qa.get("chain"), "ms": int(qa.get("duration_ms") or 0),
+            "ran": [c["name"] for c in checks if c["status"] not in ("skipped",)],
+            "skipped": [c["name"] for c in checks if c["status"] == "skipped"]}
+
+
+def _count_checks(h: dict[str, Any], qa: dict[str, Any] | None) -> None:
+    """Header counters of QA work: checks run and skipped, versions that failed."""
+    if not qa:
+        return
+    checks = qa.get("checks") or []
+    h["qa_checks"] = int(h.get("qa_checks") or 0) + sum(
+        1 for c in checks if c["status"] != "skipped")
+    h["qa_skipped"] = int(h.get("qa_skipped") or 0) + sum(
+        1 for c in checks if c["status"] == "skipped")
+    h["qa_ms"] = int(h.get("qa_ms") or 0) + int(qa.get("duration_ms") or 0)
+    if not qa.get("passed"):
+        h["qa_failed"] = int(h.get("qa_failed") or 0) + 1
 
 
 def _plan_done_command(h: dict[str, Any], fresh: bool) -> list[Command]:
@@ -190,7 +216,8 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         task.update({"status": DONE, "content_hash": ev["content_hash"],
                      "size": int(ev.get("size") or 0), "cache_key": ev["cache_key"],
                      "cached": bool(ev.get("cached")), "completed_at": ev["finished_at"],
-                     "worker_id": ev["worker_id"], "seq": seq})
+                     "worker_id": ev["worker_id"], "seq": seq,
+                     "qa": _qa_summary(ev.get("qa"))})
         state.tasks[tid] = task
         fresh = True
     if task["status"] != DONE:
@@ -201,6 +228,7 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         h["cache_hits" if task["cached"] else "executor_runs"] += 1
         h["tokens"] += int(ev.get("tokens") or 0)
         h["cost"] += float(ev.get("cost") or 0.0)
+        _count_checks(h, ev.get("qa"))
         if h["done"] == h["total"] and h["status"] != PLAN_DONE:
             h["status"] = PLAN_DONE
             h["completed_at"] = ev["finished_at"]
@@ -233,11 +261,19 @@ def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
             and task["attempt"] == ev["attempt"]):
         task["status"] = FAILED
         task["errors"] = (task["errors"] + [ev["fingerprint"]])[-ERRORS_KEPT:]
-        # Kept so a processor that crashes before deciding can decide after its restart.
-        task["last_failure"] = {**ev, "output": (ev.get("output") or "")[-OUTPUT_KEPT:] or None}
+        # Kept so a processor that crashes before deciding can decide after its restart;
+        # a QA failure keeps the evidence its fix task carries.
+        kept = fixes.EVIDENCE_MAX if fixes.is_qa_failure(ev) else OUTPUT_KEPT
+        task["last_failure"] = {**ev, "output": (ev.get("output") or "")[-kept:] or None}
+        if fixes.is_qa_failure(ev):
+            fixes.record_failure(cast("dict[str, Any]", task), ev)
         task["seq"] = seq
         state.tasks[tid] = task
         fresh = True
+    h = state.header
+    if task["seq"] == seq and fixes.is_qa_failure(ev) and _newer(h, seq):
+        _count_checks(h, ev.get("qa"))
+        h["seq"] = seq
     last = task["last_failure"] or {}
     if task["status"] == FAILED and last.get("attempt") == ev["attempt"]:
         return [Command(Cmd.DECIDE_FAILURE, state.header["plan_id"], tid, fresh=fresh)]
@@ -258,10 +294,18 @@ def _retry_scheduled(state: PlanState, ev: dict[str, Any], seq: int) -> list[Com
                 # A redrive: a fresh attempt budget and a clean no-progress history.
                 task["attempt_base"] = task["attempt"]
                 task["errors"] = []
+            elif ev.get("kind") == "fix":
+                # A fix is a new task for the executor's retry budget.
+                task["attempt_base"] = task["attempt"]
+            if ev.get("kind"):
+                task["kind"] = ev["kind"]
             task.update({"status": RETRY_WAIT, "attempt": ev["attempt"], "due_at": ev["due_at"],
                          "seq": seq})
             state.tasks[tid] = task
             fresh = True
+    if task["seq"] == seq and ev.get("kind") == "fix" and _newer(h, seq):
+        h["fixes"] = int(h.get("fixes") or 0) + 1
+        h["seq"] = seq
     revived_here = (task["seq"] == seq and ev["reason"].startswith(REDRIVE)
                     and task["attempt_base"] == ev["attempt"] - 1)
     if revived_here and _newer(h, seq):

@@ -69,6 +69,11 @@ class TaskRecord(TypedDict):
     last_failure: dict[str, Any] | None
     due_at: int | None
     seq: int
+    # The fix loop (agents.scheduling.fixes); absent in records written before it.
+    fixes: NotRequired[list[dict[str, Any]]]      # QA-failed versions, oldest first
+    fix_base: NotRequired[dict[str, Any] | None]  # the version the next fix starts from
+    fix_count: NotRequired[int]                   # QA-failed versions so far
+    qa: NotRequired[dict[str, Any] | None]        # the verified version's checks
 
 
 class PlanHeader(TypedDict):

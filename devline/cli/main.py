@@ -151,6 +151,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
     """Show plan progress, folded from the event log (what a replay rebuilds)."""
+    from agents.scheduling.fixes import state_name
     from streams.client import replay
 
     states = run_async(replay(settings_of(ctx), plan_id))
@@ -161,11 +162,14 @@ def status(
     for pid, st in sorted(states.items()):
         counts: dict[str, int] = {}
         for task in st.tasks.values():
-            counts[task["status"]] = counts.get(task["status"], 0) + 1
+            name = state_name(task)
+            counts[name] = counts.get(name, 0) + 1
         h = st.header
         summary.append({"plan_id": pid, "name": h.get("name"), "status": h["status"],
                         "files": h.get("total", 0), "done": h.get("done", 0),
                         "cache_hits": h.get("cache_hits", 0), "tasks": counts,
+                        "qa": {k: h.get(f"qa_{k}", 0) for k in ("checks", "skipped", "failed")}
+                        | {"fixes": h.get("fixes", 0)},
                         "retired_at": h.get("retired_at")})
     if as_json:
         print(json.dumps(summary if not plan_id else summary[0], indent=2))
@@ -173,8 +177,11 @@ def status(
     for s in summary:
         tasks = ", ".join(f"{k} {v}" for k, v in sorted(s["tasks"].items()))
         retired = "  (retired from the live tables)" if s["retired_at"] else ""
+        q = s["qa"]
+        qa = (f"  QA {q['checks']} checks, {q['skipped']} skipped, {q['failed']} failed, "
+              f"{q['fixes']} fixes" if q["checks"] or q["skipped"] else "")
         out.print(f"{s['plan_id']}  {s['status']:8} {s['done']}/{s['files']} files  "
-                  f"cache hits {s['cache_hits']}  ({tasks})  {s['name']}{retired}")
+                  f"cache hits {s['cache_hits']}  ({tasks}){qa}  {s['name']}{retired}")
     if not summary:
         out.print("no plans in the event log")
 

@@ -39,6 +39,13 @@ class Following:
     done: set[str] = field(default_factory=set)
     summary: dict[str, Any] = field(default_factory=dict)
     completed_at: tuple[int, int] | None = None  # (partition, offset) of PlanCompleted
+    qa: dict[str, int] = field(default_factory=lambda: {"checks": 0, "skipped": 0, "failed": 0,
+                                                        "fixes": 0, "ms": 0})
+
+    def count_checks(self, report: dict[str, Any] | None) -> None:
+        for check in (report or {}).get("checks") or []:
+            self.qa["skipped" if check["status"] == "skipped" else "checks"] += 1
+        self.qa["ms"] += int((report or {}).get("duration_ms") or 0)
 
     def ours(self, ev: dict[str, Any]) -> bool:
         return ev.get("digest") in (None, self.digest)
@@ -102,8 +109,17 @@ def _step(state: Following, event_type: str, ev: dict[str, Any], bar: Progress,
         return None
     elif event_type == "TaskCompleted" and ev["task_id"] not in state.done:
         state.done.add(ev["task_id"])
+        state.count_checks(ev.get("qa"))
         bar.update(task, completed=len(state.done),
-                   note=ev["path"] + (" (cached)" if ev["cached"] else ""))
+                   note=ev["path"] + (" (cached)" if ev["cached"] else
+                                      " verified" if ev.get("qa") else ""))
+    elif event_type == "TaskFailed" and ev.get("error_type") == "qa":
+        state.qa["failed"] += 1
+        state.count_checks(ev.get("qa"))
+        bar.update(task, note=f"{ev['path']} failed its checks: {escape(ev['error'][:60])}")
+    elif event_type == "TaskRetryScheduled" and ev.get("kind") == "fix":
+        state.qa["fixes"] += 1
+        bar.update(task, note=f"fixing {ev['path']} ({escape(ev['reason'][:60])})")
     elif event_type == "TaskRetryScheduled":
         bar.update(task, note=f"retry {ev['path']} in {ev['delay_ms']}ms")
     elif event_type == "TaskDeadLettered":
@@ -125,6 +141,11 @@ async def _finish(settings: Settings, state: Following, code: int) -> int:
     out.print(f"plan {state.plan_id} done: {s['files']} files, makespan "
               f"{s['makespan_ms'] / 1000:.2f}s, executor runs {s['executor_runs']}, "
               f"cache hits {s['cache_hits']}")
+    q = state.qa
+    if q["checks"] or q["skipped"]:
+        out.print(f"QA: {q['checks']} checks run, {q['skipped']} skipped, "
+                  f"{q['failed']} versions failed, {q['fixes']} fix tasks, "
+                  f"checking time {q['ms'] / 1000:.2f}s")
     if state.completed_at is not None:
         await _wait_for_sink(settings, *state.completed_at)
     return DONE

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Any
 
 from agents.executors.config import Executors
+from agents.scheduling import fixes
 from agents.scheduling import fold as F
 from agents.scheduling.cache import cache_key
 from agents.scheduling.fold import PlanState
@@ -28,6 +29,7 @@ from streams.edge.ports import Ports
 
 log = logging.getLogger("devline.dispatch")
 
+QA_FILES_MAX = 2000  # plan files a test file's QA sandbox gets beyond its direct dependencies
 SENT_REMEMBERED = 100_000  # dispatch ids sent by this process (a redelivery is not resent)
 
 
@@ -113,12 +115,29 @@ class DispatchLoop:
             "project": h["project"],
             "dispatch_partition": origin[0] if origin else None,
             "dispatch_offset": origin[1] if origin else None,
+            "fix": fixes.brief(dict(task)), "qa": self.qa_spec(state, task),
         }
         await self.p.publish("WorkItem", item, topic=T.WORK_DEV, key=task_id,
                              partition=task["partition"])
         self._sent[dispatch_id] = None
         while len(self._sent) > SENT_REMEMBERED:
             self._sent.popitem(last=False)
+
+    def qa_spec(self, state: PlanState, task: Any) -> dict[str, Any] | None:
+        """The checks the worker runs on the result: the plan's chain, and for a test file
+        the plan files it imports through its dependencies (by hash), so its tests run."""
+        chain = str((state.header.get("options") or {}).get("qa") or self.p.settings.qa_chain)
+        if chain == "off":
+            return None
+        files: list[dict[str, str]] = []
+        if is_test_path(task["spec"]["path"]):
+            direct = set(task["spec"]["depends_on"])
+            for dep in transitive(state, task["spec"]["task_id"], QA_FILES_MAX):
+                record = state.tasks[dep]
+                if dep not in direct and record["content_hash"]:
+                    files.append({"path": record["spec"]["path"],
+                                  "content_hash": record["content_hash"]})
+        return {"chain": chain, "previous_hash": None, "files": files}
 
     # -- the dispatch board ------------------------------------------------------------
     async def post(self, state: PlanState, task_id: str, status: str | None = None,
@@ -169,3 +188,24 @@ class DispatchLoop:
                 else "failed"
         await self.post(state, task_id, outcome=outcome,
                         retry_after_s=record.get("retry_after_s") if outcome else None)
+
+
+def is_test_path(path: str) -> bool:
+    """A test file by the usual conventions (pytest's and node's)."""
+    name = path.rsplit("/", 1)[-1]
+    return (name.startswith("test_") or name.endswith(("_test.py", ".test.js", ".test.mjs",
+            ".test.ts", ".spec.js", ".spec.ts")))
+
+
+def transitive(state: PlanState, task_id: str, limit: int) -> list[str]:
+    """Dependencies of a task, direct and indirect, breadth first, at most `limit`."""
+    seen: dict[str, None] = {}
+    frontier = list(state.tasks[task_id]["spec"]["depends_on"])
+    while frontier and len(seen) < limit:
+        nxt = []
+        for dep in frontier:
+            if dep not in seen and dep in state.tasks:
+                seen[dep] = None
+                nxt.extend(state.tasks[dep]["spec"]["depends_on"])
+        frontier = nxt
+    return list(seen)[:limit]

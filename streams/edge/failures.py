@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 from agents.resilience.backoff import BackoffPolicy
+from agents.scheduling import fixes
 from agents.scheduling import fold as F
 from agents.scheduling.fold import PlanState
 from agents.scheduling.model import decision_id
@@ -34,6 +35,9 @@ class Failures:
         failed = task["last_failure"]
         plan_id = state.header["plan_id"]
         attempt = int(failed["attempt"])
+        if fixes.is_qa_failure(failed):
+            await self._fix_or_escalate(state, task_id, task)
+            return
         rng = random.Random(decision_id(plan_id, task_id, attempt, "jitter"))
         decision = self.policy.decide(F.attempts_used(task), bool(failed["retryable"]),
                                       failed["error"], rng=rng,
@@ -59,6 +63,30 @@ class Failures:
             "reason": reason,
             "fingerprint": failed["fingerprint"], "at": int(failed["finished_at"])})
 
+    async def _fix_or_escalate(self, state: PlanState, task_id: str, task: Any) -> None:
+        """A version that failed its checks: a fix task (no backoff: the executor did not
+        fail, the file did), or the dead-letter topic once fixes stop helping."""
+        failed = task["last_failure"]
+        plan_id = state.header["plan_id"]
+        attempt = int(failed["attempt"])
+        cap = qa_fix_cap(state.header.get("options") or {})
+        decision = fixes.decide(task, cap)
+        if decision.fix:
+            if decision.reverted:
+                log.info("task %s/%s: fix attempt %d made it worse; reverted", plan_id,
+                         task_id, attempt)
+            await self.p.publish("TaskRetryScheduled", {
+                "event_id": decision_id(plan_id, task_id, attempt, "fix"),
+                "plan_id": plan_id, "task_id": task_id, "path": failed["path"],
+                "attempt": attempt + 1, "delay_ms": 0, "due_at": int(failed["finished_at"]),
+                "reason": decision.reason, "kind": "fix"})
+            return
+        await self.p.publish("TaskDeadLettered", {
+            "event_id": decision_id(plan_id, task_id, attempt, "dead"), "plan_id": plan_id,
+            "task_id": task_id, "path": failed["path"], "attempts": attempt,
+            "reason": decision.reason, "fingerprint": failed["fingerprint"],
+            "at": int(failed["finished_at"])})
+
     async def dead_letter(self, state: PlanState, task_id: str, data: dict[str, Any]) -> None:
         """A dead task read back: its failure to the DLQ (reason in headers), and the PM told.
         Redone on redelivery; the ids and headers are the same each time."""
@@ -69,7 +97,8 @@ class Failures:
         failed = dict(task["last_failure"] or {})
         attempt = int(failed.get("attempt") or task["attempt"])
         reason = str(data.get("reason") or "dead-lettered")
-        kind = "no_progress" if reason.startswith("no progress") else "dead_letter"
+        kind = ("no_progress" if reason.startswith("no progress") else
+                "qa" if fixes.is_qa_failure(failed) else "dead_letter")
         if failed:
             failed.setdefault("output", None)
             value = self.p.codec.encode("TaskFailed", failed)
@@ -106,3 +135,12 @@ class Failures:
             "reason": f"{F.REDRIVE}: {where} by {who}"})
         log.info("task %s/%s redriven as attempt %d (%s by %s)", plan_id, task_id,
                  task["attempt"] + 1, where, who)
+
+
+def qa_fix_cap(options: dict[str, str]) -> int:
+    """The plan's cap on fix attempts per file (`qa.fix_attempts`), default 3."""
+    raw = options.get("qa.fix_attempts")
+    try:
+        return max(0, int(raw)) if raw else fixes.FIX_ATTEMPTS
+    except ValueError:
+        return fixes.FIX_ATTEMPTS
