@@ -260,5 +260,16 @@ def test_output_is_bounded() -> None:
     verdict = check("test_noisy.py", {"test_noisy.py": source})
     evidence = verdict.evidence()
     assert len(evidence["output"].encode()) <= 8192 and "bytes elided" in evidence["output"]
+    assert all(len(c.output.encode()) <= 8192 for c in verdict.checks)
     record = verdict.to_record()
     assert all(len(c["output"].encode()) <= 2048 for c in record["checks"])
+
+
+def test_a_tool_that_cannot_run_is_an_error(tmp_path: Path) -> None:
+    broken = tmp_path / "ruff"
+    broken.write_text("#!/nonexistent/interpreter\n")
+    broken.chmod(0o755)
+    verdict = check("m.py", {"m.py": "x = 1\n"}, tool_paths=[tmp_path])
+    ruff = verdict.checks[1]
+    assert ruff.status == CheckStatus.ERROR and ruff.blocking
+    assert ruff.reason.startswith("cannot run ruff")

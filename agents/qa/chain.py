@@ -18,7 +18,7 @@ from pathlib import Path
 from agents.executors.sandbox import new_sandbox, remove_sandbox, write_output
 from agents.qa.checkers import CHECKERS, CheckContext, Checker, Outcome
 from agents.qa.config import QAConfig
-from agents.qa.model import CheckResult, CheckStatus, Finding, Verdict
+from agents.qa.model import CheckResult, CheckStatus, Finding, Verdict, bound_output
 from agents.qa.tools import ToolLocator
 
 EARLIER_FAILED = "earlier check failed"
@@ -110,8 +110,8 @@ async def _run_check(checker: Checker, ctx: CheckContext, prior: _Previous) -> C
         case CheckStatus.PASS | CheckStatus.SKIPPED:
             blocking, introduced = False, ()
     return CheckResult(checker.name, outcome.status, blocking, outcome.command,
-                       _ms_since(started), outcome.output, outcome.findings, introduced,
-                       outcome.reason)
+                       _ms_since(started), bound_output(outcome.output), outcome.findings,
+                       introduced, outcome.reason)
 
 
 async def _previous_findings(checker: Checker, ctx: CheckContext,

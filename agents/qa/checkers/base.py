@@ -102,7 +102,10 @@ async def run_in_sandbox(ctx: CheckContext, tool: str, args: Sequence[str], *,
     tmp.mkdir(parents=True, exist_ok=True)
     env = {**minimal_env(ctx.work, tmp, exe, python_path=python_path), **(extra_env or {})}
     timeout = ctx.options.timeout_s or ctx.timeout_s
-    run = await run_tool(argv, cwd=ctx.work, env=env, timeout_s=timeout)
+    try:
+        run = await run_tool(argv, cwd=ctx.work, env=env, timeout_s=timeout)
+    except OSError as exc:  # found but not runnable: a bad shebang, no exec permission
+        return Outcome(CheckStatus.ERROR, argv, reason=f"cannot run {tool}: {exc}")
     output = scrub(run.output, ctx)
     if run.timed_out or run.returncode is None:
         return Outcome(CheckStatus.ERROR, argv, output,
