@@ -84,7 +84,7 @@ async def run_shard(root: Path, tests: Sequence[str], *, timeout_s: float = 600,
                       timeout_s=timeout_s if timed_out else None, log=log)
     outcomes += [_missing(t, f"test file not found: {test_file(t)}", "") for t in absent]
     return ShardRun(outcomes=tuple(outcomes), duration_s=duration, exit_code=exit_code,
-                    command=command)
+                    command=command if files else ())
 
 
 def test_file(test_id: str) -> str:
