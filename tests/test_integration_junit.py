@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.integration import JunitError, TestOutcome, parse_junit
+from agents.integration import JunitError, TestOutcome, parse_junit, recorded_durations
 from agents.integration.junit import clip, node_id
 
 SUITE = {
@@ -167,3 +167,10 @@ def test_clip_never_exceeds_its_limit(text: str, limit: int) -> None:
     assert len(cut.encode()) <= limit
     if len(text.encode()) <= limit:
         assert cut == text
+
+
+def test_recorded_durations_sum_parametrized_cases_under_their_base_id() -> None:
+    outcomes = [TestOutcome("t.py::test_p[1]", "passed", 0.5, "", "", ""),
+                TestOutcome("t.py::test_p[a[b]]", "passed", 0.25, "", "", ""),
+                TestOutcome("t.py::TestC::test_q", "failed", 2.0, "", "", "")]
+    assert recorded_durations(outcomes) == {"t.py::test_p": 0.75, "t.py::TestC::test_q": 2.0}

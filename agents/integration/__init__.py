@@ -7,7 +7,7 @@ fixed in). One edge: `run_shard` runs a shard's tests in a pytest subprocess. No
 
 from agents.integration.attribution import attribute, traceback_paths
 from agents.integration.discovery import discover_tests, is_test_file
-from agents.integration.junit import JunitError, TestOutcome, parse_junit
+from agents.integration.junit import JunitError, TestOutcome, parse_junit, recorded_durations
 from agents.integration.runner import ShardRun, run_shard
 from agents.integration.shards import (
     Shard,
@@ -34,6 +34,7 @@ __all__ = [
     "needs_rerun",
     "parse_junit",
     "plan_shards",
+    "recorded_durations",
     "round_robin_shards",
     "run_shard",
     "traceback_paths",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,17 @@ def parse_junit(xml: bytes | str, root: Path | None = None) -> list[TestOutcome]
     except ET.ParseError as exc:
         raise JunitError(f"not a JUnit report: {exc}") from exc
     return [_outcome(case, root) for case in tree.iter("testcase")]
+
+
+def recorded_durations(outcomes: Iterable[TestOutcome]) -> dict[str, float]:
+    """Seconds per test id as `discover_tests` names it: parametrized cases are summed
+    under their base id ("path::test_x[1]" and "[2]" into "path::test_x"), since pytest runs
+    all of them when given the base id."""
+    totals: dict[str, float] = {}
+    for outcome in outcomes:
+        base = outcome.test_id.split("[", 1)[0]
+        totals[base] = totals.get(base, 0.0) + outcome.duration_s
+    return totals
 
 
 def clip(text: str, limit: int = MAX_OUTPUT_BYTES) -> str:
