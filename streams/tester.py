@@ -1,0 +1,484 @@
+"""A test worker process: runs one shard of a plan's integration tests at a time, reports it.
+
+A `TestShard` names the tests to run and the plan's manifest (every file by hash). The
+tester writes those files into a fresh sandbox, runs the tests in a pytest subprocess
+(`agents.integration.run_shard`), re-runs each failed test alone to tell flaky from real,
+attributes real failures to plan files, and publishes one `IntegrationResult`. The record's
+offset is committed only after that result is acknowledged, so a tester killed mid-shard
+loses nothing: the shard is redelivered (the fold keeps the first result of a shard).
+
+Testers are a consumer group of their own, assigned round robin so that with W testers
+shards 0..W-1 (on partitions 0..W-1) run on W different testers. They never heartbeat on
+devline.workers: the dev dispatcher would count them as dev workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shlex
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+
+from agents.executors.sandbox import check_relative, new_sandbox, remove_sandbox, resolve_inside
+from agents.integration import (
+    ShardRun,
+    TestOutcome,
+    attribute,
+    classify,
+    needs_rerun,
+    recorded_durations,
+    run_shard,
+)
+from agents.integration.junit import MAX_OUTPUT_BYTES, clip
+from devline.errors import DecodeError, DevlineError, SchemaError
+from devline.settings import Settings
+from schemas.codec import Codec
+from streams import topics as T
+from streams.artifacts import ArtifactError, checked_digest
+from streams.emit import dead_letter_headers, headers_for, new_id, now_ms, stored_by_reference
+from streams.offsets import OffsetBook
+
+R = TypeVar("R")
+log = logging.getLogger("devline.tester")
+
+METADATA_AGE_MS = 5000      # see new topics and partitions within seconds
+SEEN_REMEMBERED = 10_000    # (run, shard) pairs this process ran: a redelivered copy is dropped
+FETCH_CONCURRENCY = 32      # artifact reads in flight while building a sandbox
+MAX_RERUNS = 20             # failed tests re-run alone per shard; the rest stay failed
+OUTPUT_BUDGET = 1024 * 1024  # failure output per result, shared when many tests fail
+MESSAGE_MAX = 2000          # bytes of a failure's one-line message
+ERROR_LOG_TAIL = 4000       # characters of pytest's output kept in a shard's error
+RETRY_CAP_S = 2.0
+# How run_shard (agents.integration.runner) marks a test that pytest never reported.
+_TIMED_OUT = "timeout:"
+_NO_FILE = "test file not found:"
+_NOT_REPORTED = "not reported by pytest"
+
+
+class ShardError(DevlineError):
+    """A shard that cannot run (its manifest or an artifact is missing or unreadable):
+    reported as the result's `error`, not as test failures."""
+
+
+# -- the verdict on a shard (pure) --------------------------------------------------------
+
+def unreported(outcome: TestOutcome) -> bool:
+    """True for an outcome run_shard made up for a test pytest did not report."""
+    return (outcome.status == "error" and not outcome.traceback
+            and outcome.message.startswith((_TIMED_OUT, _NO_FILE, _NOT_REPORTED)))
+
+
+def excused(outcome: TestOutcome, run: ShardRun) -> bool:
+    """True when a test's failure is the shard's error, not the test's: it was cut by the
+    time limit, its file is not in the plan, or pytest reported none of the shard."""
+    if not unreported(outcome):
+        return False
+    return (outcome.message.startswith((_TIMED_OUT, _NO_FILE))
+            or all(unreported(o) for o in run.outcomes))
+
+
+def to_rerun(run: ShardRun) -> list[TestOutcome]:
+    """The failed tests to re-run alone (a test pytest left unreported while it reported
+    others is re-run too: another test may have crashed the process)."""
+    return [o for o in run.outcomes if needs_rerun(o) and not excused(o, run)]
+
+
+def shard_error(run: ShardRun) -> str | None:
+    """Why (part of) the shard did not run, with the tail of pytest's output; or None."""
+    missing = [o for o in run.outcomes if excused(o, run)]
+    timed_out = [o for o in missing if o.message.startswith(_TIMED_OUT)]
+    no_file = [o for o in missing if o.message.startswith(_NO_FILE)]
+    parts = []
+    if timed_out:
+        parts.append(f"{len(timed_out)} of {len(run.outcomes)} test(s) did not finish "
+                     f"({timed_out[0].message})")
+    if no_file:
+        names = sorted({o.message.split(":", 1)[1].strip() for o in no_file})
+        parts.append(f"{len(no_file)} test(s) name files the plan does not have: "
+                     + ", ".join(names)[:500])
+    if len(missing) > len(timed_out) + len(no_file):
+        parts.append(f"pytest reported none of the {len(run.outcomes)} test(s) "
+                     f"(exit code {run.exit_code})")
+    if not parts:
+        return None
+    log_text = next((o.output for o in timed_out or missing if o.output), "")
+    tail = log_text[-ERROR_LOG_TAIL:]
+    return "; ".join(parts) + (f"\n{tail}" if tail else "")
+
+
+def failure_record(outcome: TestOutcome, plan_files: Collection[str],
+                   limit: int = MAX_OUTPUT_BYTES) -> dict[str, Any]:
+    """A real failure as the result carries it: message, output and the files to fix."""
+    text = "\n".join(p for p in (outcome.traceback, outcome.output) if p)
+    return {"test_id": outcome.test_id,
+            "message": clip(outcome.message or outcome.status, MESSAGE_MAX),
+            "output": clip(text, limit), "files": attribute(outcome, plan_files)}
+
+
+def verdict(run: ShardRun, reruns: Mapping[str, TestOutcome | None],
+            plan_files: Collection[str]) -> dict[str, Any]:
+    """The result's fields that the tests decide, from the first run and the reruns."""
+    error = shard_error(run)
+    flaky: list[str] = []
+    failed: list[tuple[TestOutcome, TestOutcome | None]] = []
+    for first in run.outcomes:
+        if not needs_rerun(first) or excused(first, run):
+            continue  # passed, skipped, or part of the shard's error
+        rerun = reruns.get(first.test_id)
+        if classify(first, rerun) == "flaky":
+            flaky.append(first.test_id)
+        else:
+            failed.append((first, rerun))
+    limit = max(256, min(MAX_OUTPUT_BYTES, OUTPUT_BUDGET // max(len(failed), 1)))
+    failures = []
+    for first, rerun in failed:
+        # The isolated run's evidence when it has any (not a made-up outcome).
+        shown = rerun if rerun is not None and needs_rerun(rerun) and not unreported(
+            rerun) else first
+        failures.append({**failure_record(shown, plan_files, limit), "test_id": first.test_id})
+    reported = [o for o in run.outcomes if not unreported(o)]
+    return {
+        "passed": not failures and error is None,
+        "failed_tests": [f["test_id"] for f in failures],
+        "implicated_files": sorted({p for f in failures for p in f["files"]}),
+        "flaky_tests": flaky, "failures": failures,
+        "durations": recorded_durations(reported), "tests": len(reported),
+        "command": shlex.join(run.command), "error": error,
+    }
+
+
+def summary(record: Mapping[str, Any]) -> str:
+    """One log line for a reported shard."""
+    text = (f"shard {record['shard'] + 1}/{record['shards']} of plan {record['plan_id']} run "
+            f"{record['run_id']}: {record['tests']} tests, {len(record['failures'])} failed, "
+            f"{len(record['flaky_tests'])} flaky in {record['duration_ms'] / 1000:.1f}s")
+    if record["error"]:
+        text += f"; error: {record['error'].splitlines()[0]}"
+    return text
+
+
+def write_file(root: Path, relpath: str, data: bytes) -> None:
+    """Write `data` at `relpath` inside `root`, never through a symlink."""
+    target = resolve_inside(root, relpath)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target = resolve_inside(root, relpath)  # a parent that existed could be a symlink
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    with os.fdopen(os.open(target, flags, 0o644), "wb") as fh:
+        fh.write(data)
+
+
+# -- the process ------------------------------------------------------------------------
+
+class TestWorker:
+    """One test worker process: one shard at a time."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, settings: Settings, *, tester_id: str | None = None,
+                 grace_s: float = 30.0) -> None:
+        self.settings = settings
+        self.tester_id = (f"{tester_id}.{os.getpid()}" if tester_id else
+                          f"tester-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:4]}")
+        self.slot = tester_id  # a static member: a restarted tester takes its partitions back
+        self.grace_s = grace_s
+        self.revoke_wait_s = 2.0
+        self.codec = Codec.from_settings(settings)
+        self.store = settings.artifact_store()
+        self.offsets = OffsetBook()
+        self.running: dict[asyncio.Task[None], tuple[TopicPartition, int]] = {}
+        self.partitions: list[int] = []
+        self.stopping = asyncio.Event()
+        self.producer: AIOKafkaProducer | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.ran = 0
+        self.skipped = 0
+
+    async def run(self) -> None:
+        s = self.settings
+        # A shard runs, then its failed tests again (within a second time limit) between
+        # two polls; leaving the group meanwhile would hand the shard to another tester.
+        poll_ms = int((2 * s.test_timeout + 600) * 1000)
+        self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, linger_ms=0, acks="all",
+                                         enable_idempotence=True,
+                                         max_request_size=s.max_message_bytes,
+                                         metadata_max_age_ms=METADATA_AGE_MS,
+                                         **s.kafka_common())
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap, group_id=s.group("devline-testers"),
+            enable_auto_commit=False, auto_offset_reset="earliest", group_instance_id=self.slot,
+            partition_assignment_strategy=(RoundRobinPartitionAssignor,),
+            max_poll_interval_ms=poll_ms, session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000, fetch_max_wait_ms=100,
+            metadata_max_age_ms=METADATA_AGE_MS,
+            max_partition_fetch_bytes=s.max_message_bytes, **s.kafka_common())
+        await self.producer.start()
+        await self.consumer.start()
+        try:
+            await self._wait_for_topic(s.topic(T.WORK_TEST))
+            self.consumer.subscribe([s.topic(T.WORK_TEST)], listener=_Listener(self))
+            await self._loop()
+        finally:
+            await self._drain()
+            await self.consumer.stop()
+            await self.producer.stop()
+            log.info("tester %s stopped after %d shard(s) (%d duplicate(s) skipped)",
+                     self.tester_id, self.ran, self.skipped)
+
+    def stop(self) -> None:
+        """Stop taking shards; the running one finishes (or is handed back after the grace)."""
+        self.stopping.set()
+
+    async def _wait_for_topic(self, topic: str) -> None:
+        """Join only once the broker knows the topic: a consumer that subscribes before
+        would own no partitions until its next metadata refresh."""
+        assert self.consumer is not None
+        waited = 0.0
+        while not self.consumer.partitions_for_topic(topic) and not self.stopping.is_set():
+            with contextlib.suppress(Exception):
+                await self.consumer._client.force_metadata_update()
+            if self.consumer.partitions_for_topic(topic):
+                break
+            if waited in (5.0, 30.0):
+                log.warning("tester %s: topic %s not known to the broker yet; waiting",
+                            self.tester_id, topic)
+            await asyncio.sleep(0.5)
+            waited += 0.5
+
+    async def _loop(self) -> None:
+        assert self.consumer is not None
+        while not self.stopping.is_set():
+            if self.running:
+                await asyncio.wait(list(self.running), timeout=0.5)
+                continue
+            if not self.offsets.fetched:
+                batch = await self.consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    for record in records:
+                        self.offsets.fetch(tp, record)
+            if self.offsets.fetched:
+                tp, record = self.offsets.fetched.popleft()
+                task = asyncio.create_task(self._handle(tp, record))
+                self.running[task] = (tp, record.offset)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        tp, offset = self.running.pop(task)
+        if task.cancelled():
+            return  # handed back: not committed, redelivered to the partition's next owner
+        if task.exception() is not None:
+            log.error("shard at %s@%d could not be reported: %r", tp, offset, task.exception())
+            return  # uncommitted: redelivered rather than lost
+        self.offsets.finished(tp, offset)
+        asyncio.get_running_loop().create_task(self.commit())
+
+    async def commit(self) -> None:
+        """Commit, per partition, past the longest run of finished offsets."""
+        assert self.consumer is not None
+        offsets = self.offsets.commit_points()
+        if offsets:
+            try:
+                await self.consumer.commit(offsets)
+            except Exception as exc:  # a rebalance took the partition: its owner redoes it
+                log.warning("commit failed (%s); shards will be redelivered", exc)
+
+    async def _drain(self) -> None:
+        if self.running:
+            log.info("tester %s finishing its shard (grace %.0fs)", self.tester_id,
+                     self.grace_s)
+            _, late = await asyncio.wait(list(self.running), timeout=self.grace_s)
+            for task in late:
+                task.cancel()  # run_shard kills the pytest process group
+            if late:
+                await asyncio.wait(late)
+        await self.commit()
+
+    # -- one shard --------------------------------------------------------------------
+    async def _handle(self, tp: TopicPartition, record: Any) -> None:
+        try:
+            event_type, shard = self.codec.decode(record.value or b"")
+            if event_type != "TestShard":
+                raise DecodeError(f"expected TestShard, got {event_type}")
+        except (DecodeError, SchemaError) as exc:
+            await self._dead_letter(tp, record, f"undecodable test shard: {exc}")
+            return
+        key = f"{shard['run_id']}/{shard['shard']}"
+        if key in self.seen:
+            self.skipped += 1
+            log.info("shard %d/%d of plan %s run %s: already ran here; skipped",
+                     shard["shard"] + 1, shard["shards"], shard["plan_id"], shard["run_id"])
+            return
+        log.info("shard %d/%d of plan %s run %s: %d test(s) on %s", shard["shard"] + 1,
+                 shard["shards"], shard["plan_id"], shard["run_id"], len(shard["tests"]),
+                 self.tester_id)
+        started = time.monotonic()
+        outcome = await self._run(shard)
+        result = {
+            "event_id": new_id(), "plan_id": shard["plan_id"], "run_id": shard["run_id"],
+            "shard": shard["shard"], "shards": shard["shards"], "round": shard["round"],
+            **outcome, "duration_ms": int((time.monotonic() - started) * 1000),
+            "worker_id": self.tester_id, "at": now_ms()}
+        await self._report(result)
+        self.seen[key] = None
+        while len(self.seen) > SEEN_REMEMBERED:
+            self.seen.popitem(last=False)
+        self.ran += 1
+        log.info("%s", summary(result))
+
+    async def _run(self, shard: Mapping[str, Any]) -> dict[str, Any]:
+        """Build the sandbox, run the tests, re-run the failed ones: the verdict."""
+        timeout = self.settings.test_timeout
+        root = await asyncio.to_thread(new_sandbox, "shard")  # devline-shard-*
+        try:
+            plan_files = await self._materialise(shard["files_ref"], root)
+            first = await run_shard(root, shard["tests"], timeout_s=timeout)
+            reruns: dict[str, TestOutcome | None] = {}
+            deadline = time.monotonic() + timeout  # all reruns together: one more limit
+            for outcome in to_rerun(first)[:MAX_RERUNS]:
+                left = deadline - time.monotonic()
+                if left <= 1:
+                    break  # not proven flaky: stays failed
+                again = await run_shard(root, [outcome.test_id], timeout_s=left)
+                reruns[outcome.test_id] = next(
+                    (o for o in again.outcomes if o.test_id == outcome.test_id), None)
+            return verdict(first, reruns, plan_files)
+        except (DevlineError, OSError) as exc:  # e.g. a test id or path leaving the sandbox
+            log.warning("shard %d/%d of plan %s run %s cannot run: %s", shard["shard"] + 1,
+                        shard["shards"], shard["plan_id"], shard["run_id"], exc)
+            return {"passed": False, "failed_tests": [], "implicated_files": [],
+                    "flaky_tests": [], "failures": [], "durations": {}, "tests": 0,
+                    "command": "", "error": str(exc)[:ERROR_LOG_TAIL]}
+        finally:
+            await asyncio.to_thread(remove_sandbox, root)
+
+    async def _materialise(self, files_ref: str, root: Path) -> list[str]:
+        """Write every file of the manifest under `root`; return their paths."""
+        raw = await self._artifact(files_ref, "the manifest")
+        try:
+            files = json.loads(raw)["files"]
+            if not isinstance(files, dict) or not all(
+                    isinstance(p, str) and isinstance(d, str) for p, d in files.items()):
+                raise TypeError("'files' is not a map of paths to hashes")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ShardError(f"unreadable manifest {files_ref}: {exc}") from exc
+        for path in files:
+            check_relative(path)
+        gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def one(path: str, digest: str) -> str | None:
+            async with gate:
+                try:
+                    data = await self._artifact(digest, path)
+                    await asyncio.to_thread(write_file, root, path, data)
+                except (DevlineError, OSError) as exc:
+                    return str(exc)
+                return None
+
+        problems = [p for p in await asyncio.gather(*(one(p, d) for p, d in files.items()))
+                    if p]
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise ShardError("; ".join(problems[:3]) + more)
+        return sorted(files)
+
+    async def _artifact(self, digest: str, what: str) -> bytes:
+        """The stored bytes of `digest`; ShardError when it is not there or not them."""
+        try:
+            checked_digest(digest)
+        except ArtifactError as exc:
+            raise ShardError(f"{what}: {exc}") from exc
+        data = await self._retried(f"reading {what} ({digest[:12]})",
+                                   lambda: self.store.get(digest))
+        if data is None:
+            raise ShardError(f"{what}: artifact {digest} is not in the artifact store")
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ShardError(f"{what}: artifact {digest} does not match its hash")
+        return data
+
+    async def _report(self, record: dict[str, Any]) -> None:
+        assert self.producer is not None
+        producer, value = self.producer, self.codec.encode("IntegrationResult", record)
+        await self._retried(
+            f"reporting shard {record['shard']} of {record['plan_id']}",
+            lambda: producer.send_and_wait(
+                self.settings.topic(T.EVENTS), key=record["plan_id"].encode(), value=value,
+                headers=headers_for("IntegrationResult", record)))
+
+    async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:
+        assert self.producer is not None
+        log.warning("dead-lettering %s[%s]@%s: %s", tp.topic, tp.partition, record.offset,
+                    reason)
+        headers = dead_letter_headers(reason, topic=tp.topic, partition=tp.partition,
+                                      offset=record.offset)
+        letter = await self._retried("storing a dead letter", lambda: stored_by_reference(
+            self.store, record.value, record.key, headers))
+        producer = self.producer
+        await self._retried("sending a dead letter", lambda: producer.send_and_wait(
+            self.settings.topic(T.DLQ), key=letter.key, value=letter.value,
+            headers=letter.headers))
+
+    @staticmethod
+    async def _retried(what: str, step: Callable[[], Awaitable[R]]) -> R:
+        """Our own failure (the broker or the store away) is retried until it passes."""
+        pause = 0.2
+        while True:
+            try:
+                return await step()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s failed (%s); retrying in %.1fs", what, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_CAP_S)
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Commit what finished before partitions go; a shard already running goes on (its
+    result is as good as the next owner's, and the fold keeps the first)."""
+
+    def __init__(self, tester: TestWorker) -> None:
+        self.tester = tester
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        t = self.tester
+        gone = set(revoked)
+        t.offsets.revoke(gone, set(t.running.values()))
+        losing = [task for task, (tp, _) in t.running.items() if tp in gone]
+        if losing:
+            await asyncio.wait(losing, timeout=t.revoke_wait_s)
+        await t.commit()
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        t = self.tester
+        if t.consumer is not None:
+            for tp, offset in t.offsets.resume_points(set(assigned)).items():
+                t.consumer.seek(tp, offset)
+        t.partitions = sorted(tp.partition for tp in assigned)
+        log.info("tester %s owns partitions %s", t.tester_id, t.partitions)
+
+
+async def run_tester(settings: Settings, **kwargs: Any) -> None:
+    """Run one test worker until SIGTERM/SIGINT, then finish its shard and exit."""
+    import signal
+
+    tester = TestWorker(settings, **kwargs)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, tester.stop)
+    log.info("tester %s starting", tester.tester_id)
+    started = time.monotonic()
+    await tester.run()
+    log.info("tester %s ran %.1fs", tester.tester_id, time.monotonic() - started)
