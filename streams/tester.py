@@ -124,7 +124,7 @@ def failure_record(outcome: TestOutcome, plan_files: Collection[str],
     """A real failure as the result carries it: message, output and the files to fix."""
     text = "\n".join(p for p in (outcome.traceback, outcome.output) if p)
     return {"test_id": outcome.test_id,
-            "message": clip(outcome.message or outcome.status, MESSAGE_MAX),
+            "message": clip(outcome.message or outcome.status, min(MESSAGE_MAX, max(200, limit))),
             "output": clip(text, limit), "files": attribute(outcome, plan_files)}
 
 
@@ -142,7 +142,9 @@ def verdict(run: ShardRun, reruns: Mapping[str, TestOutcome | None],
             flaky.append(first.test_id)
         else:
             failed.append((first, rerun))
-    limit = max(256, min(MAX_OUTPUT_BYTES, OUTPUT_BUDGET // max(len(failed), 1)))
+    # Thousands of failures (a module every test imports is broken) share the budget, so
+    # the result stays one record.
+    limit = min(MAX_OUTPUT_BYTES, OUTPUT_BUDGET // max(len(failed), 1))
     failures = []
     for first, rerun in failed:
         # The isolated run's evidence when it has any (not a made-up outcome).
@@ -410,12 +412,24 @@ class TestWorker:
 
     async def _report(self, record: dict[str, Any]) -> None:
         assert self.producer is not None
-        producer, value = self.producer, self.codec.encode("IntegrationResult", record)
+        producer, value = self.producer, self._encoded(record)
         await self._retried(
             f"reporting shard {record['shard']} of {record['plan_id']}",
             lambda: producer.send_and_wait(
                 self.settings.topic(T.EVENTS), key=record["plan_id"].encode(), value=value,
                 headers=headers_for("IntegrationResult", record)))
+
+    def _encoded(self, record: dict[str, Any]) -> bytes:
+        """The result's bytes; over the size limit, without outputs and durations."""
+        try:
+            return self.codec.encode("IntegrationResult", record)
+        except SchemaError as exc:
+            log.warning("shard %s of plan %s: result too big (%s); sent without outputs",
+                        record["shard"], record["plan_id"], exc)
+            slim = [{**f, "output": "", "message": f["message"][:200]}
+                    for f in record["failures"]]
+            return self.codec.encode("IntegrationResult",
+                                     {**record, "failures": slim, "durations": {}})
 
     async def _dead_letter(self, tp: TopicPartition, record: Any, reason: str) -> None:
         assert self.producer is not None

@@ -193,3 +193,24 @@ def test_a_shard_pytest_reports_nothing_of_is_an_error_not_failures() -> None:
     run = ShardRun(outcomes=tuple(silent), duration_s=1.0, exit_code=3, command=())
     assert to_rerun(run) == []
     assert "pytest reported none of the 1 test(s) (exit code 3)" in (shard_error(run) or "")
+
+
+def test_thousands_of_failures_still_fit_one_result_record() -> None:
+    """A module every test imports is broken: 10,000 failures, each with a long traceback,
+    share the output budget, so the IntegrationResult stays under the record limit."""
+    from agents.integration import ShardRun, TestOutcome
+
+    settings = Settings()
+    trace = "calc/ops.py:3: in <module>\n" + "x" * 20_000
+    broken = [TestOutcome(f"tests/test_many.py::test_{i}", "error", 0.01,
+                          "ImportError: " + "y" * 5000, "", trace) for i in range(10_000)]
+    run = ShardRun(outcomes=tuple(broken), duration_s=30.0, exit_code=1, command=("pytest",))
+    reruns = {o.test_id: o for o in broken[:20]}
+    result = verdict(run, reruns, ["calc/ops.py", "tests/test_many.py"])
+    assert len(result["failures"]) == 10_000 and result["implicated_files"] == ["calc/ops.py"]
+    record = {**_shard(0, [], "ab" * 32), **result, "event_id": "e", "duration_ms": 1,
+              "worker_id": "t", "at": now_ms()}
+    for field in ("sent_at", "files_ref", "project"):  # a shard's, not a result's
+        del record[field]
+    encoded = Codec.from_settings(settings).encode("IntegrationResult", record)
+    assert len(encoded) < settings.max_message_bytes
