@@ -102,6 +102,11 @@ class Settings(BaseModel):
         None, description="TOML file of operator checker chains and checker options "
         "([chains.NAME], [checkers.NAME])")
     qa_timeout: float = Field(120.0, gt=0, description="Time limit in seconds per check")
+    test_workers: int = Field(
+        2, ge=0, le=64, description="Test worker processes `devline run` starts, and the "
+        "shards a plan's integration tests are split into (plan option integration.shards)")
+    test_timeout: float = Field(
+        900.0, gt=0, description="Time limit in seconds for one shard of integration tests")
     no_progress_repeats: int = Field(3, ge=2, description="Same error this often in a row: stop")
     breaker_open_s: float = Field(30.0, gt=0, description="Circuit breaker cool-down seconds")
     breaker_min_calls: int = Field(5, ge=1, description="Calls in the window before it may open")

@@ -117,6 +117,8 @@ class Supervisor:
             return [*base, "processor"]
         if child.role == "sink":
             return [*base, "sink"]
+        if child.role == "tester":
+            return [*base, "tester", "--tester-id", f"{self._tag}-t{child.index}"]
         # Host and supervisor pid keep ids unique when several supervisors share a group.
         return [*base, "worker", "--worker-id", f"{self._tag}-w{child.index}",
                 *self.worker_args]
@@ -215,6 +217,10 @@ class Supervisor:
                 sink = Child("sink", 0)
                 self.children.append(sink)
                 await self.spawn(sink)
+            for index in range(self.settings.test_workers if self.with_processor else 0):
+                tester = Child("tester", index)
+                self.children.append(tester)
+                await self.spawn(tester)
             for _ in range(cfg.min_replicas):
                 await self.add_worker()
             while not self.stopping.is_set():
@@ -245,7 +251,7 @@ class Supervisor:
             if child.spare is not None and child.spare.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     child.spare.kill()
-            if child.role in ("processor", "sink") and child.running:
+            if child.role in ("processor", "sink", "tester") and child.running:
                 assert child.proc is not None
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.send_signal(signal.SIGTERM)

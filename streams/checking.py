@@ -101,6 +101,17 @@ def _check_record(check: CheckResult) -> dict[str, Any]:
             "lines": [list(r) for r in lines[:50]]}
 
 
+def metric_points(verdict: Verdict) -> list[tuple[str, float, dict[str, str]]]:
+    """What one verdict adds to devline.metrics: each check's duration by checker and
+    status, and the verdict (low-cardinality labels only: no paths, no task ids)."""
+    points = [("qa.check_seconds", c.duration_ms / 1000,
+               {"check": c.name, "status": str(c.status)}) for c in verdict.checks]
+    points.append(("qa.verdicts", 1.0, {"chain": verdict.chain,
+                                        "passed": "true" if verdict.passed else "false"}))
+    points.append(("qa.chain_seconds", verdict.duration_ms / 1000, {"chain": verdict.chain}))
+    return points
+
+
 def qa_failure(verdict: Verdict) -> ExecutorError:
     """A failed verdict as the error a `TaskFailed` reports (the evidence in `output`)."""
     evidence = verdict.evidence()

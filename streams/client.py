@@ -224,13 +224,30 @@ def _detail(event_type: str, v: dict[str, Any]) -> str:
     if event_type == "PlanRejected":
         return str(v["reason"])
     if event_type == "TaskCompleted":
-        return "cached" if v["cached"] else f"{v['finished_at'] - v['started_at']} ms"
+        took = "cached" if v["cached"] else f"{v['finished_at'] - v['started_at']} ms"
+        qa = v.get("qa")
+        if qa:
+            ran = [c["name"] for c in qa["checks"] if c["status"] != "skipped"]
+            skipped = [c["name"] for c in qa["checks"] if c["status"] == "skipped"]
+            took += f", verified ({', '.join(ran) or 'no checks'}" + (
+                f"; skipped {', '.join(skipped)})" if skipped else ")")
+        return took
     if event_type == "TaskFailed":
         return f"{v['error_type']}: {v['error']}"[:120]
     if event_type == "TaskRetryScheduled":
         return f"in {v['delay_ms']} ms: {v['reason']}"[:120]
     if event_type == "TaskDeadLettered":
         return str(v["reason"])[:120]
+    if event_type == "IntegrationStarted":
+        return (f"round {v['round']} ({v['scope']}): {v['tests_total']} tests on "
+                f"{len(v['shards'])} shard(s)")
+    if event_type == "IntegrationResult":
+        bad = [f"{f['test_id']} -> {', '.join(f['files'][:1])}" for f in v.get("failures") or []]
+        flaky = v.get("flaky_tests") or []
+        return (f"shard {v['shard'] + 1}/{v['shards']}: {v.get('tests', 0)} tests, "
+                f"{v['duration_ms']} ms" + (f", failed {'; '.join(bad)}" if bad else "")
+                + (f", flaky {', '.join(flaky)}" if flaky else "")
+                + (f", error {v['error']}" if v.get("error") else ""))[:200]
     if event_type == "PlanRetired":
         return f"left the live tables ({v['status']})"
     if event_type == "PlanCompleted":

@@ -79,6 +79,20 @@ class Results:
             "output": exc.output, "retry_after_s": None, "content_hash": digest,
             "size": size, "qa": qa})
 
+    async def metrics(self, points: list[tuple[str, float, dict[str, str]]]) -> None:
+        """Metric points, sent without waiting: a lost point costs a sample, not a task."""
+        if self.producer is None:
+            return
+        for name, value, labels in points:
+            record = {"source": "worker", "name": name, "value": float(value),
+                      "labels": labels, "at": now_ms()}
+            try:
+                await self.producer.send(self.settings.topic(T.METRICS), key=b"worker",
+                                         value=self.codec.encode("MetricPoint", record),
+                                         headers=[("event-type", b"MetricPoint")])
+            except Exception as exc:
+                log.debug("metric %s not sent: %s", name, exc)
+
     async def _stored(self, item: WorkItem, result: ExecutionResult
                       ) -> tuple[str | None, str, int]:
         return await self._retried(f"storing the output of {item.plan_id}/{item.task_id}",

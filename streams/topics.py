@@ -42,6 +42,7 @@ class TopicSpec:
 PLANS = "devline.plans"
 EVENTS = "devline.events"
 WORK_DEV = "devline.work.dev"
+WORK_TEST = "devline.work.test"
 DLQ = "devline.dlq"
 ESCALATIONS = "devline.escalations"
 METRICS = "devline.metrics"
@@ -62,6 +63,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(EVENTS, "Every lifecycle event of a plan, in order; replay folds it", "event",
               retention_ms=-1),
     TopicSpec(WORK_DEV, "Dev and fix work handed to workers", "work", retention_ms=3 * DAY_MS),
+    TopicSpec(WORK_TEST, "Integration test shards handed to test workers (shard i on "
+              "partition i)", "work", retention_ms=3 * DAY_MS),
     TopicSpec(DLQ, "Dead letters: original payload, reason and source in headers", "control",
               retention_ms=30 * DAY_MS),
     TopicSpec(ESCALATIONS, "What the PM agent must decide", "event", retention_ms=-1),

@@ -28,7 +28,7 @@ from devline.errors import DecodeError, ExecutorError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
-from streams.checking import Checker, qa_failure, qa_record
+from streams.checking import Checker, metric_points, qa_failure, qa_record
 from streams.claims import resolve_item
 from streams.emit import dead_letter_headers, now_ms, stored_by_reference
 from streams.offsets import OffsetBook, RebalanceListener
@@ -276,6 +276,8 @@ class Worker:
                      item.attempt, exc.error_type, exc)
             await self.results.failed(item, started, exc)
         else:
+            if verdict is not None:
+                await self.results.metrics(metric_points(verdict))
             if verdict is not None and not verdict.passed:
                 failure = qa_failure(verdict)
                 log.info("task %s/%s attempt %d: %s failed its checks: %s", item.plan_id,

@@ -18,9 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def running_pipeline(settings: Settings, workers: int = 2, log: Path | None = None,
-                     extra: list[str] | None = None) -> Any:
-    """`devline run --workers N` for the test; stopped with SIGTERM at the end."""
-    return running(settings, ["--workers", str(workers), *(extra or [])], log)
+                     extra: list[str] | None = None, test_workers: int = 1) -> Any:
+    """`devline run --workers N --test-workers T` for the test; stopped with SIGTERM at the
+    end. One test worker by default: most plans here have no tests, and every process
+    costs start-up time on a 2-core machine."""
+    return running(settings, ["--workers", str(workers), "--test-workers", str(test_workers),
+                              *(extra or [])], log)
 
 
 def submit(settings: Settings, plan: dict[str, Any]) -> str:

@@ -108,12 +108,19 @@ def test_submit_wait_follows_the_plan_and_status_folds_the_log(topics: Settings)
     assert status.returncode == 0, status.stderr
     summary = json.loads(status.stdout)
     assert summary["status"] == "done" and summary["done"] == 9 and summary["tasks"] == {
-        "done": 9}
+        "verified": 9}
+    # The quality gate: evaluator.py's first version fails ruff and is fixed once; the
+    # example's tests then run as the integration suite.
+    assert summary["qa"]["failed"] == 1 and summary["qa"]["fixes"] == 1
+    assert summary["qa"]["checks"] >= 9 * 2
+    assert "QA: " in result.stdout and "1 fix tasks" in result.stdout
+    assert "integration: 1 round(s), 3 tests" in result.stdout
     timeline = devline(topics, "events", plan_id, "--json")
     assert timeline.returncode == 0, timeline.stderr
     kinds = [json.loads(line)["type"] for line in timeline.stdout.splitlines()]
     assert kinds[0] == "PlanAccepted" and kinds[-1] == "PlanCompleted"
-    assert kinds.count("TaskDispatched") == 9 and kinds.count("TaskCompleted") == 9
+    assert kinds.count("TaskDispatched") == 10 and kinds.count("TaskCompleted") == 9
+    assert kinds.count("TaskFailed") == 1 and kinds.count("IntegrationStarted") == 1
     assert "TaskDispatched" in devline(topics, "events", plan_id).stdout
     missing = devline(topics, "status", "no-such-plan")
     assert missing.returncode == 1 and "no plan 'no-such-plan'" in missing.stderr

@@ -183,6 +183,10 @@ def test_the_fix_cap_is_a_plan_option_validated_at_submit() -> None:
         validate({**plan, "options": {"qa.fix_attempts": "lots"}})
     with pytest.raises(PlanError, match=r"options\.qa"):
         validate({**plan, "options": {"qa": "Not A Chain!"}})
+    with pytest.raises(PlanError, match=r"integration\.shards"):
+        validate({**plan, "options": {"integration.shards": "0"}})
+    with pytest.raises(PlanError, match=r"options\.integration"):
+        validate({**plan, "options": {"integration": "sometimes"}})
     with pytest.raises(PlanError, match="qa_defect"):
         validate({**plan, "files": [{"path": "a.py", "simulate": {"qa_defect": "odd"}}]})
 

@@ -78,8 +78,25 @@ CONTRACT = {
     "status:string analysis:string? at:ts",
     "OpsDecision": "decision_id:string plan_id:string? action:string reason:string "
     "params:{string}={} at:ts",
+    "QAReport": "chain:string passed:boolean duration_ms:long fingerprint:string "
+    "checks:[QAReportCheck]",
+    "QAReportCheck": "name:string status:string blocking:boolean command:string "
+    "duration_ms:long findings:int introduced:int reason:string='' output:string='' "
+    "lines:[[int]]=[]",
+    "FixBrief": "base_hash:string check:string command:string summary:string output:string "
+    "lines:[[int]]=[] fix_attempt:int reverted:boolean=False history:[string]=[]",
+    "QASpec": "chain:string previous_hash:string? files:[QAFile]=[]",
+    "QAFile": "path:string content_hash:string",
+    "IntegrationStarted": "event_id:string plan_id:string run_id:string round:int "
+    "scope:string project:string files_ref:string tests_total:int shards:[ShardAssignment] "
+    "at:ts",
+    "ShardAssignment": "index:int tests:[string] expected_s:double",
+    "TestShard": "event_id:string plan_id:string run_id:string round:int shard:int shards:int "
+    "tests:[string] project:string files_ref:string sent_at:ts",
+    "TestFailure": "test_id:string message:string output:string files:[string]",
 }
-NESTED = {"PlanFile", "Simulate", "TaskSpec", "DepContext", "QACheck"}
+NESTED = {"PlanFile", "Simulate", "TaskSpec", "DepContext", "QACheck", "QAReport",
+          "QAReportCheck", "FixBrief", "QASpec", "QAFile", "ShardAssignment", "TestFailure"}
 EVENT_TYPES = sorted(set(CONTRACT) - NESTED)
 SCHEMAS = load_schemas()
 

@@ -128,6 +128,8 @@ def _file(raw: Any, i: int) -> dict[str, Any]:
                 "retryable": bool(sim.get("retryable", True)),
                 "qa_fail_first": int(sim.get("qa_fail_first", 0)),
                 "qa_defect": str(sim.get("qa_defect", "same")),
+                "fixed_content": (None if sim.get("fixed_content") is None
+                                  else str(sim["fixed_content"])),
             }
         except (TypeError, ValueError, OverflowError) as exc:
             raise PlanError(f"{field}.simulate: {exc}", field=f"{field}.simulate") from exc

@@ -87,6 +87,8 @@ def _executor(name: Any, field: str, known: Collection[str] | None) -> None:
 QA_DEFECTS = ("same", "varies", "regress")
 QA_CHAIN = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
 MAX_FIX_ATTEMPTS = 10
+MAX_SHARDS = 64
+MAX_FIXED_CONTENT = 16 * 1024  # simulate.fixed_content travels inline with the task
 
 
 def _options(options: Mapping[str, Any], known: Collection[str] | None) -> None:
@@ -99,6 +101,14 @@ def _options(options: Mapping[str, Any], known: Collection[str] | None) -> None:
         if not raw.isdigit() or int(raw) > MAX_FIX_ATTEMPTS:
             raise PlanError(f"options.qa.fix_attempts: expected a whole number 0-"
                             f"{MAX_FIX_ATTEMPTS}, got {raw!r}", field="options.qa.fix_attempts")
+    if options.get("integration", "on") not in ("on", "off"):
+        raise PlanError(f"options.integration: expected on or off, got "
+                        f"{options['integration']!r}", field="options.integration")
+    if "integration.shards" in options:
+        raw = str(options["integration.shards"])
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_SHARDS:
+            raise PlanError(f"options.integration.shards: expected a whole number 1-"
+                            f"{MAX_SHARDS}, got {raw!r}", field="options.integration.shards")
     if "executor" in options:
         _executor(options["executor"], "options.executor", known)
     if "budget.tokens" in options:
@@ -168,6 +178,10 @@ def validate(record: Mapping[str, Any], executors: Collection[str] | None = None
                     MAX_FAIL_FIRST)
             _number(sim.get("qa_fail_first", 0), f"{field}.simulate.qa_fail_first", 0,
                     MAX_FAIL_FIRST)
+            if len(str(sim.get("fixed_content") or "").encode()) > MAX_FIXED_CONTENT:
+                raise PlanError(f"{field}.simulate.fixed_content: over {MAX_FIXED_CONTENT} "
+                                "bytes (it travels inline with the task)",
+                                field=f"{field}.simulate.fixed_content")
             if sim.get("qa_defect", "same") not in QA_DEFECTS:
                 raise PlanError(f"{field}.simulate.qa_defect: expected one of "
                                 f"{', '.join(QA_DEFECTS)}, got {sim.get('qa_defect')!r}",

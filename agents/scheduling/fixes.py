@@ -30,7 +30,8 @@ class FixDecision:
 
 
 def is_qa_failure(failure: dict[str, Any] | None) -> bool:
-    return bool(failure) and (failure or {}).get("error_type") == QA_ERROR
+    """A version that failed its checks or the plan's tests (not an executor failure)."""
+    return bool(failure) and (failure or {}).get("error_type") in (QA_ERROR, "integration")
 
 
 def failing_count(qa: dict[str, Any] | None) -> int:

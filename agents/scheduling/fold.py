@@ -26,7 +26,9 @@ from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from agents.integration.discovery import is_pytest_module
 from agents.scheduling import fixes
+from agents.scheduling import integration as I
 from agents.scheduling.model import (
     Cmd,
     Command,
@@ -139,6 +141,7 @@ def _accepted(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         }
         h.update(header)
         h["accepted_seq"] = seq
+        h["tests"] = sum(1 for t in ev["tasks"] if is_pytest_module(t["path"]))
         if not ev["tasks"]:
             h.update(status=PLAN_DONE, completed_at=ev["accepted_at"])
     if h.get("accepted_seq") == seq:
@@ -217,7 +220,7 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
                      "size": int(ev.get("size") or 0), "cache_key": ev["cache_key"],
                      "cached": bool(ev.get("cached")), "completed_at": ev["finished_at"],
                      "worker_id": ev["worker_id"], "seq": seq,
-                     "qa": _qa_summary(ev.get("qa"))})
+                     "qa": _qa_summary(ev.get("qa")) or task.get("qa")})
         state.tasks[tid] = task
         fresh = True
     if task["status"] != DONE:
@@ -229,16 +232,23 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         h["tokens"] += int(ev.get("tokens") or 0)
         h["cost"] += float(ev.get("cost") or 0.0)
         _count_checks(h, ev.get("qa"))
-        if h["done"] == h["total"] and h["status"] != PLAN_DONE:
-            h["status"] = PLAN_DONE
-            h["completed_at"] = ev["finished_at"]
+        if h["done"] == h["total"] and h["status"] not in (PLAN_DONE, I.TESTING):
+            if I.wanted(h):  # every file verified: the plan's tests run next
+                integ = h.get("integration") or {}
+                I.begin(h, "failed" if integ.get("failed_tests") else "full",
+                        int(ev["finished_at"]))
+            else:
+                h["status"] = PLAN_DONE
+                h["completed_at"] = ev["finished_at"]
         h["seq"] = seq
     commands = [Command(Cmd.STORE, h["plan_id"], tid, fresh=fresh)]
     for dep_id in task["dependents"]:
         dependent = state.task(dep_id)
         if dependent is None:
             continue
-        if by_this_event and _newer(dependent, seq):
+        # Only a dependent still waiting counts this: a file reopened by a failing test
+        # finishes again after its dependents were released.
+        if by_this_event and _newer(dependent, seq) and dependent["status"] == WAITING:
             dependent["remaining"] -= 1
             if dependent["remaining"] == 0 and dependent["status"] == WAITING:
                 dependent["status"] = READY
@@ -246,7 +256,53 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
             state.tasks[dep_id] = dependent
         if dependent["status"] == READY:
             commands.append(Command(Cmd.RELEASE, h["plan_id"], dep_id, fresh=fresh))
-    return commands + _plan_done_command(h, fresh)
+    return commands + I.commands(h, fresh) + _plan_done_command(h, fresh)
+
+
+def _integration_started(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    h = state.header
+    newer = _newer(h, seq)
+    if not I.started(h, ev, newer):
+        return []
+    if newer:
+        h["seq"] = seq
+    return [Command(Cmd.SEND_SHARDS, h["plan_id"], fresh=newer, data={"event": ev})]
+
+
+def _integration_result(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
+    h = state.header
+    fresh = False
+    if _newer(h, seq) and I.shard_reported(h, ev):
+        outcome, reopen = I.finish(h, dict(state.tasks.items()), int(ev["at"]))
+        if outcome == "done":
+            h["status"] = PLAN_DONE
+            h["completed_at"] = ev["at"]
+        elif outcome == "fix":
+            h["done"] -= len(reopen)
+        h["integration"] = {**h["integration"], "finished_seq": seq}
+        h["seq"] = seq
+        fresh = True
+    elif _newer(h, seq):
+        h["seq"] = seq
+        fresh = True
+    commands = [Command(Cmd.RECORD_TESTS, h["plan_id"], fresh=fresh, data={"event": ev})]
+    integ = h.get("integration") or {}
+    if integ.get("finished_seq") == seq:
+        # Reopen the files the failures point at (those a crash cut off, on redelivery).
+        for tid in integ.get("reopened") or []:
+            task = state.task(tid)
+            if task is None:
+                continue
+            if _newer(task, seq) and task["status"] == DONE:
+                failure = I.failure_for(tid, dict(task), h)
+                task.update({"status": FAILED, "last_failure": failure, "seq": seq,
+                             "errors": (task["errors"] + [failure["fingerprint"]])[
+                                 -ERRORS_KEPT:]})
+                fixes.record_failure(cast("dict[str, Any]", task), failure)
+                state.tasks[tid] = task
+            if task["status"] == FAILED and task["seq"] == seq:
+                commands.append(Command(Cmd.DECIDE_FAILURE, h["plan_id"], tid, fresh=fresh))
+    return commands + I.commands(h, fresh) + _plan_done_command(h, fresh)
 
 
 def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
@@ -394,6 +450,8 @@ HANDLERS: dict[str, Handler] = {
     "TaskRedriveRequested": _redrive_requested,
     "PlanCompleted": _reported,
     "PlanRetired": _retired,
+    "IntegrationStarted": _integration_started,
+    "IntegrationResult": _integration_result,
 }
 
 
@@ -448,6 +506,12 @@ def recovery_commands(header: dict[str, Any], task_id: str, task: Any) -> list[C
     if status == FAILED and task.get("last_failure"):
         return [Command(Cmd.DECIDE_FAILURE, plan_id, task_id, fresh=False)]
     return []
+
+
+def plan_recovery(header: dict[str, Any]) -> list[Command]:
+    """What a restarted processor must redo for a plan as a whole: its integration run
+    planned (a run already planned is on the test work topic and needs nothing)."""
+    return I.commands(header, fresh=False)
 
 
 def plan_unreported(header: dict[str, Any]) -> bool:

@@ -27,6 +27,7 @@ class PlanStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     STALLED = "stalled"        # a task is dead; its dependents are held for the PM
+    TESTING = "testing"        # every file verified; the integration tests run
     REJECTED = "rejected"
 
 
@@ -109,6 +110,9 @@ class Cmd(StrEnum):
     DEAD_LETTER = "dead_letter"      # a dead task: DLQ record and PM escalation
     PLAN_DONE = "plan_done"          # every file done: the PlanCompleted summary
     REDRIVE = "redrive"              # a valid redrive request: revive the dead task
+    INTEGRATE = "integrate"          # every file verified: plan the test shards
+    SEND_SHARDS = "send_shards"      # a planned run: its shards onto the test work topic
+    RECORD_TESTS = "record_tests"    # a shard's result: durations for the next balance
 
 
 @dataclass(frozen=True)

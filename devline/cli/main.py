@@ -221,6 +221,7 @@ def _register_optional() -> None:
 
     app.command("run")(runner.run)
     app.command("worker")(runner.worker)
+    app.command("tester")(runner.tester)
     app.command("processor")(runner.processor)
     app.command("sink")(runner.sink)
     app.command("demo")(runner.demo)

@@ -41,6 +41,9 @@ class Following:
     completed_at: tuple[int, int] | None = None  # (partition, offset) of PlanCompleted
     qa: dict[str, int] = field(default_factory=lambda: {"checks": 0, "skipped": 0, "failed": 0,
                                                         "fixes": 0, "ms": 0})
+    tests: dict[str, Any] = field(default_factory=lambda: {
+        "rounds": 0, "tests": 0, "shards": 0, "failed": 0, "flaky": 0, "first_at": None,
+        "last_at": None})
 
     def count_checks(self, report: dict[str, Any] | None) -> None:
         for check in (report or {}).get("checks") or []:
@@ -117,6 +120,21 @@ def _step(state: Following, event_type: str, ev: dict[str, Any], bar: Progress,
         state.qa["failed"] += 1
         state.count_checks(ev.get("qa"))
         bar.update(task, note=f"{ev['path']} failed its checks: {escape(ev['error'][:60])}")
+    elif event_type == "IntegrationStarted":
+        t = state.tests
+        t["rounds"] += 1
+        t["tests"] += int(ev["tests_total"])
+        t["shards"] = max(t["shards"], len(ev["shards"]))
+        t["first_at"] = t["first_at"] or int(ev["at"])
+        bar.update(task, note=f"integration round {ev['round']} ({ev['scope']}): "
+                              f"{ev['tests_total']} tests on {len(ev['shards'])} shard(s)")
+    elif event_type == "IntegrationResult":
+        t = state.tests
+        t["failed"] += len(ev.get("failures") or [])
+        t["flaky"] += len(ev.get("flaky_tests") or [])
+        t["last_at"] = int(ev["at"])
+        bar.update(task, note=f"shard {ev['shard'] + 1}/{ev['shards']}: "
+                              + ("passed" if ev["passed"] else "failed"))
     elif event_type == "TaskRetryScheduled" and ev.get("kind") == "fix":
         state.qa["fixes"] += 1
         bar.update(task, note=f"fixing {ev['path']} ({escape(ev['reason'][:60])})")
@@ -146,6 +164,12 @@ async def _finish(settings: Settings, state: Following, code: int) -> int:
         out.print(f"QA: {q['checks']} checks run, {q['skipped']} skipped, "
                   f"{q['failed']} versions failed, {q['fixes']} fix tasks, "
                   f"checking time {q['ms'] / 1000:.2f}s")
+    t = state.tests
+    if t["rounds"]:
+        wall = ((t["last_at"] or 0) - (t["first_at"] or 0)) / 1000
+        out.print(f"integration: {t['rounds']} round(s), {t['tests']} tests on up to "
+                  f"{t['shards']} test worker(s), {t['failed']} failed, {t['flaky']} flaky, "
+                  f"{wall:.2f}s")
     if state.completed_at is not None:
         await _wait_for_sink(settings, *state.completed_at)
     return DONE

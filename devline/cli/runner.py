@@ -39,9 +39,13 @@ def run(
                       "Seconds a stopping worker may take to finish its task"))] = None,
     workspace: Annotated[Path | None, typer.Option(
         help=env_help("workspace", "Where finished files are written"))] = None,
+    test_workers: Annotated[int | None, typer.Option(
+        min=0, max=64, help=env_help("test_workers", "Test worker processes (integration "
+                                     "test shards run on them in parallel)"))] = None,
     create_topics: Annotated[bool, typer.Option(help="Create missing topics first")] = True,
 ) -> None:
-    """Start the stream processor and an autoscaled pool of workers; SIGTERM drains, exits 0."""
+    """Start the stream processor, the test workers and an autoscaled pool of workers;
+    SIGTERM drains, exits 0."""
     from devline.supervisor import Supervisor
     from streams.topics import create_topics as create
 
@@ -53,7 +57,7 @@ def run(
     settings = with_overrides(settings_of(ctx), processors=processors, min_workers=min_workers,
                               max_workers=max_workers, scale_target=scale_target,
                               scale_down_window=scale_down_window, worker_grace=worker_grace,
-                              workspace=workspace)
+                              workspace=workspace, test_workers=test_workers)
     if create_topics:
         run_async(create(settings))
     code = run_async(Supervisor(settings).run())
@@ -121,6 +125,17 @@ def worker(
     settings = settings_of(ctx)
     run_async(run_worker(settings, worker_id=worker_id, slots=slots,
                          grace_s=settings.worker_grace if grace is None else grace))
+
+
+def tester(
+    ctx: typer.Context,
+    tester_id: Annotated[str | None, typer.Option(
+        help="Stable test worker id (static group membership)")] = None,
+) -> None:
+    """Run one test worker: take integration test shards, run them, report the results."""
+    from streams.tester import run_tester
+
+    run_async(run_tester(settings_of(ctx), tester_id=tester_id))
 
 
 async def _broker_answers(bootstrap: str) -> bool:

@@ -49,6 +49,14 @@ class Effects:
                 await self.plan_done(state)
             case Cmd.REDRIVE:
                 await proc.failures.redrive(state, task_id, cmd.data or {})
+            case Cmd.INTEGRATE:
+                await proc.integrating.plan(state)
+            case Cmd.SEND_SHARDS:
+                if cmd.data:
+                    await proc.integrating.send(state, cmd.data["event"])
+            case Cmd.RECORD_TESTS:
+                if cmd.data:
+                    await proc.integrating.record(state, cmd.data["event"], cmd.fresh)
             case _:
                 assert_never(cmd.kind)
 

@@ -17,7 +17,7 @@ from agents.scheduling.fold import PlanState
 from agents.scheduling.model import decision_id
 from streams import topics as T
 from streams.edge.ports import Ports
-from streams.emit import dead_letter_headers
+from streams.emit import dead_letter_headers, detach
 
 log = logging.getLogger("devline.failures")
 
@@ -71,6 +71,10 @@ class Failures:
         attempt = int(failed["attempt"])
         cap = qa_fix_cap(state.header.get("options") or {})
         decision = fixes.decide(task, cap)
+        detach(await self.p.emit.metric("qa", "qa.fix_decisions", 1.0,
+                                 outcome="fix" if decision.fix else "escalate",
+                                 reverted="true" if decision.reverted else "false",
+                                 cause=str(failed.get("error_type"))))
         if decision.fix:
             if decision.reverted:
                 log.info("task %s/%s: fix attempt %d made it worse; reverted", plan_id,

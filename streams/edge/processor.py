@@ -34,6 +34,7 @@ from streams.edge.catchup import CATCHUP_STALL_S, CatchUp
 from streams.edge.dispatching import DispatchLoop
 from streams.edge.effects import Effects
 from streams.edge.failures import Failures
+from streams.edge.integrating import Integrating
 from streams.edge.leader import Leader
 from streams.edge.link import BrokerLink
 from streams.edge.persist import Unexpected, persist
@@ -49,8 +50,8 @@ log = logging.getLogger("devline.scheduler")
 PLAN_EVENTS = frozenset({
     "PlanAccepted", "PlanRejected", "TaskDispatched", "TaskCompleted", "TaskFailed",
     "TaskRetryScheduled", "TaskReady", "TaskDeadLettered", "TaskRedriveRequested",
-    "PlanCompleted", "PlanRetired", "QAResult", "Escalation", "IntegrationResult",
-    "DeploymentEvent"})
+    "PlanCompleted", "PlanRetired", "QAResult", "Escalation", "IntegrationStarted",
+    "IntegrationResult", "DeploymentEvent"})
 HEARTBEATS = frozenset({"WorkerHeartbeat"})
 RECONCILE_EVERY = 10  # ticks (seconds) between checks of the dispatcher against the tables
 
@@ -74,6 +75,7 @@ class Processor:
             initial=1.0, max_interval=60.0, max_attempts=s.max_attempts))
         self.timers = RetryTimers()
         self.dispatch = DispatchLoop(ports, self.executors)
+        self.integrating = Integrating(ports)
         self.leader = Leader(ports, self.dispatcher, self.broker, self.guard, lease_s,
                              reject=self.reject)
         self.effects = Effects(self)
@@ -201,6 +203,11 @@ class Processor:
             # not the history waiting for retention.
             if not header or header.get("status") in (F.PLAN_DONE, F.REJECTED):
                 continue
+            for cmd in F.plan_recovery(header):
+                redone[cmd.kind] = redone.get(cmd.kind, 0) + 1
+                await persist(partial(self.effects.run, plan_state(p.plans, p.tasks, plan_id),
+                                      cmd, None),
+                              what=f"recovering {cmd.kind} {plan_id}", log=log, sleep=p.sleep)
             for task_id, task in list(plan_state(p.plans, p.tasks, plan_id).tasks.items()):
                 for cmd in F.recovery_commands(header, task_id, task):
                     redone[cmd.kind] = redone.get(cmd.kind, 0) + 1
