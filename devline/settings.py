@@ -105,6 +105,9 @@ class Settings(BaseModel):
     test_workers: int = Field(
         2, ge=0, le=64, description="Test worker processes `devline run` starts, and the "
         "shards a plan's integration tests are split into (plan option integration.shards)")
+    test_plugins: bool = Field(
+        False, description="Let integration test runs load the pytest plugins installed where "
+        "devline runs (entry points); off by default: they are devline's, not the plan's")
     test_timeout: float = Field(
         900.0, gt=0, description="Time limit in seconds for one shard of integration tests")
     no_progress_repeats: int = Field(3, ge=2, description="Same error this often in a row: stop")

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import logging
 import shlex
 from typing import Any
 
+from agents.context import interface_of
 from agents.qa import CheckResult, CheckStatus, QAConfig, Verdict, check_file
 from agents.scheduling.fixes import EVIDENCE_MAX, QA_ERROR
 from agents.types import FixContext, WorkItem
@@ -82,6 +84,13 @@ class Checker:
         if data is None:
             raise missing(what, digest)
         return data.decode("utf-8", errors="replace")
+
+
+def interface_hash(path: str, content: str) -> str:
+    """sha256 of what dependents build against: a module's public interface (signatures,
+    exports), or the whole content of a file that has none we can read."""
+    surface = interface_of(path, content) or content
+    return hashlib.sha256(surface.encode("utf-8")).hexdigest()
 
 
 def qa_record(verdict: Verdict) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.artifacts import ArtifactStore
+from streams.checking import interface_hash
 from streams.claims import completed_content
 from streams.emit import headers_for, new_id, now_ms
 from streams.outbox import Outbox
@@ -59,7 +60,8 @@ class Results:
         await self._report("TaskCompleted", {
             **self._common(item, started), "cache_key": item.cache_key,
             "content": content, "content_hash": digest, "size": size, "cached": False,
-            "tokens": result.tokens, "cost": result.cost, "project": item.project, "qa": qa})
+            "tokens": result.tokens, "cost": result.cost, "project": item.project, "qa": qa,
+            "interface_hash": interface_hash(item.path, result.content)})
 
     async def failed(self, item: WorkItem, started: int, exc: ExecutorError) -> None:
         await self._report("TaskFailed", {
@@ -77,7 +79,7 @@ class Results:
             **self._common(item, started), "error": str(exc), "error_type": exc.error_type,
             "retryable": exc.retryable, "fingerprint": qa["fingerprint"],
             "output": exc.output, "retry_after_s": None, "content_hash": digest,
-            "size": size, "qa": qa})
+            "size": size, "qa": qa, "interface_hash": interface_hash(item.path, result.content)})
 
     async def metrics(self, points: list[tuple[str, float, dict[str, str]]]) -> None:
         """Metric points, sent without waiting: a lost point costs a sample, not a task."""

@@ -149,3 +149,38 @@ def _decoded(settings: Settings, topic: str = T.WORK_DEV) -> list[tuple[Any, str
     from tests.harness import events
 
     return events(settings, topic)
+
+
+def test_written_release_starts_dependents_before_the_fix_and_reruns_on_a_new_interface(
+        topics: Settings) -> None:
+    settings = topics
+    spec = {
+        "project": "spec", "name": "speculative", "options": {"release": "written",
+                                                              "integration": "off"},
+        "files": [
+            file("lib/a.py", content="def f():\n    return 1\n", qa_fail_first=1,
+                 fixed_content="def f():\n    return 1\n\n\ndef g():\n    return 2\n"),
+            file("lib/b.py", depends=["lib/a.py"], content="from lib.a import f\n\n\n"
+                 "def h():\n    return f()\n"),
+            file("lib/c.py", content="def k():\n    return 3\n", qa_fail_first=1),
+            file("lib/d.py", depends=["lib/c.py"], content="from lib.c import k\n\n\n"
+                 "def m():\n    return k()\n"),
+        ],
+    }
+    with running_pipeline(settings, workers=2):
+        plan_id = submit(settings, spec)
+        kind, done = wait_for(settings, plan_id, {"PlanCompleted", "PlanRejected"})
+        assert kind == "PlanCompleted", done
+        evs = plan_events(settings, plan_id)
+    offsets = {(k, v["path"], v.get("attempt"), v.get("kind")): r.offset for r, k, v in evs
+               if "path" in v}
+    # b and d were dispatched before the fixes of a and c completed (speculative).
+    fixed_a = offsets[("TaskCompleted", "lib/a.py", 2, None)]
+    fixed_c = offsets[("TaskCompleted", "lib/c.py", 2, None)]
+    assert offsets[("TaskDispatched", "lib/b.py", 1, "dev")] < fixed_a
+    assert offsets[("TaskDispatched", "lib/d.py", 1, "dev")] < fixed_c
+    # a's fix added g(): b ran again against it; c's fix kept k(): d's first run stood.
+    assert ("TaskDispatched", "lib/b.py", 2, "dev") in offsets
+    assert offsets[("TaskDispatched", "lib/b.py", 2, "dev")] > fixed_a
+    assert ("TaskDispatched", "lib/d.py", 2, "dev") not in offsets
+    assert done["files"] == 4

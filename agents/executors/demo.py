@@ -5,8 +5,9 @@ Per-file `simulate` options make it useful for tests and benchmarks:
 makes the first N versions of the file (the dev version, then each fix) carry a defect the
 default checker chain catches, so the fix loop has something real to repair: `qa_defect`
 chooses `same` (one fingerprint each time: escalated as no progress), `varies` (a new one
-each time: escalated at the cap) or `regress` (each fix worse than its base: reverted); `fixed_content` is what fix tasks
-write instead of the plan's content (a bug only a test catches, and its repair).
+each time: escalated at the cap) or `regress` (each fix worse than its base: reverted);
+`fixed_content` is what fix tasks write instead of the plan's content (a bug only a test
+catches, and its repair).
 """
 
 from __future__ import annotations

@@ -101,6 +101,9 @@ def _options(options: Mapping[str, Any], known: Collection[str] | None) -> None:
         if not raw.isdigit() or int(raw) > MAX_FIX_ATTEMPTS:
             raise PlanError(f"options.qa.fix_attempts: expected a whole number 0-"
                             f"{MAX_FIX_ATTEMPTS}, got {raw!r}", field="options.qa.fix_attempts")
+    if options.get("release", "verified") not in ("verified", "written"):
+        raise PlanError(f"options.release: expected verified or written, got "
+                        f"{options['release']!r}", field="options.release")
     if options.get("integration", "on") not in ("on", "off"):
         raise PlanError(f"options.integration: expected on or off, got "
                         f"{options['integration']!r}", field="options.integration")

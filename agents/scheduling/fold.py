@@ -29,6 +29,7 @@ from typing import Any, cast
 from agents.integration.discovery import is_pytest_module
 from agents.scheduling import fixes
 from agents.scheduling import integration as I
+from agents.scheduling import release as R
 from agents.scheduling.model import (
     Cmd,
     Command,
@@ -215,7 +216,13 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         return []
     h = state.header
     fresh = False
+    if R.stale_result(task, seq):
+        # Ran against a dependency version that has since been replaced: run it again.
+        R.rerun(task, seq)
+        state.tasks[tid] = task
+        return [Command(Cmd.RELEASE, h["plan_id"], tid)]
     if _newer(task, seq) and task["status"] != DONE:
+        R.before_done(task, ev, seq)
         task.update({"status": DONE, "content_hash": ev["content_hash"],
                      "size": int(ev.get("size") or 0), "cache_key": ev["cache_key"],
                      "cached": bool(ev.get("cached")), "completed_at": ev["finished_at"],
@@ -226,11 +233,13 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     if task["status"] != DONE:
         return []
     by_this_event = task["seq"] == seq  # this event is the one that finished the task
+    reruns = R.dependents_to_rerun(state, task, seq) if by_this_event else []
     if by_this_event and _newer(h, seq):
-        h["done"] += 1
+        h["done"] += 1 - sum(1 for d in reruns if d[1] == DONE)
         h["cache_hits" if task["cached"] else "executor_runs"] += 1
         h["tokens"] += int(ev.get("tokens") or 0)
         h["cost"] += float(ev.get("cost") or 0.0)
+        h["reruns"] = int(h.get("reruns") or 0) + len(reruns)
         _count_checks(h, ev.get("qa"))
         if h["done"] == h["total"] and h["status"] not in (PLAN_DONE, I.TESTING):
             if I.wanted(h):  # every file verified: the plan's tests run next
@@ -242,21 +251,31 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
                 h["completed_at"] = ev["finished_at"]
         h["seq"] = seq
     commands = [Command(Cmd.STORE, h["plan_id"], tid, fresh=fresh)]
+    commands += R.apply_reruns(state, reruns, seq, fresh)
+    return (commands + _count_for_dependents(state, task, seq, fresh) + I.commands(h, fresh)
+            + _plan_done_command(h, fresh))
+
+
+def _count_for_dependents(state: PlanState, task: Any, seq: int, fresh: bool
+                          ) -> list[Command]:
+    """The event that made the task's content available (its verification, or with
+    `release: written` its first written version) counts it for its dependents, once."""
+    h = state.header
+    commands = []
+    counted_here = task.get("counted_seq") == seq
     for dep_id in task["dependents"]:
         dependent = state.task(dep_id)
         if dependent is None:
             continue
-        # Only a dependent still waiting counts this: a file reopened by a failing test
-        # finishes again after its dependents were released.
-        if by_this_event and _newer(dependent, seq) and dependent["status"] == WAITING:
+        if counted_here and _newer(dependent, seq) and dependent["status"] == WAITING:
             dependent["remaining"] -= 1
-            if dependent["remaining"] == 0 and dependent["status"] == WAITING:
+            if dependent["remaining"] == 0:
                 dependent["status"] = READY
             dependent["seq"] = seq
             state.tasks[dep_id] = dependent
         if dependent["status"] == READY:
             commands.append(Command(Cmd.RELEASE, h["plan_id"], dep_id, fresh=fresh))
-    return commands + I.commands(h, fresh) + _plan_done_command(h, fresh)
+    return commands
 
 
 def _integration_started(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
@@ -310,6 +329,7 @@ def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     task = state.task(tid)
     if task is None:
         return []
+    h = state.header
     fresh = False
     superseded = bool(ev.get("dispatch_id") and task["dispatch_id"]
                       and ev["dispatch_id"] != task["dispatch_id"])
@@ -323,17 +343,21 @@ def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         task["last_failure"] = {**ev, "output": (ev.get("output") or "")[-kept:] or None}
         if fixes.is_qa_failure(ev):
             fixes.record_failure(cast("dict[str, Any]", task), ev)
+            R.written(task, ev, seq, h.get("options") or {})
+        task["stale_seq"] = None  # the next attempt gets the current dependencies anyway
         task["seq"] = seq
         state.tasks[tid] = task
         fresh = True
-    h = state.header
     if task["seq"] == seq and fixes.is_qa_failure(ev) and _newer(h, seq):
         _count_checks(h, ev.get("qa"))
         h["seq"] = seq
+    commands = []
     last = task["last_failure"] or {}
     if task["status"] == FAILED and last.get("attempt") == ev["attempt"]:
-        return [Command(Cmd.DECIDE_FAILURE, state.header["plan_id"], tid, fresh=fresh)]
-    return []
+        commands.append(Command(Cmd.DECIDE_FAILURE, h["plan_id"], tid, fresh=fresh))
+    if task.get("counted_seq") == seq:  # released as written: its dependents may start
+        commands += _count_for_dependents(state, task, seq, fresh)
+    return commands
 
 
 def _retry_scheduled(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
@@ -384,7 +408,7 @@ def _ready(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     fresh = False
     if (_newer(task, seq) and task["status"] in (RETRY_WAIT, DISPATCHED)
             and task["attempt"] == ev["attempt"]):
-        task.update({"status": READY, "kind": ev["kind"], "seq": seq})
+        task.update({"status": READY, "kind": ev["kind"], "seq": seq, "stale_seq": None})
         state.tasks[tid] = task
         fresh = True
     if task["status"] == READY and task["attempt"] == ev["attempt"]:

@@ -75,6 +75,13 @@ class TaskRecord(TypedDict):
     fix_base: NotRequired[dict[str, Any] | None]  # the version the next fix starts from
     fix_count: NotRequired[int]                   # QA-failed versions so far
     qa: NotRequired[dict[str, Any] | None]        # the verified version's checks
+    # When dependents start and re-run (agents.scheduling.release).
+    counted_seq: NotRequired[int | None]   # the event that counted it for its dependents
+    built_iface: NotRequired[str | None]   # interface hash dependents were built against
+    prior_iface: NotRequired[str | None]   # the one before the last completion
+    stale_seq: NotRequired[int | None]     # running against a dependency since replaced
+    rerun_seq: NotRequired[int | None]     # the completion that sent it back to run again
+    rerun_from: NotRequired[str | None]    # its status then (done or dispatched)
 
 
 class PlanHeader(TypedDict):
