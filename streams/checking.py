@@ -15,9 +15,11 @@ import dataclasses
 import hashlib
 import logging
 import shlex
+from collections.abc import Collection
 from typing import Any
 
 from agents.context import interface_of
+from agents.integration import TestOutcome, attribute
 from agents.qa import CheckResult, CheckStatus, QAConfig, Verdict, check_file
 from agents.scheduling.fixes import EVIDENCE_MAX, QA_ERROR
 from agents.types import FixContext, WorkItem
@@ -54,8 +56,9 @@ class Checker:
         return dataclasses.replace(item, fix=fix)
 
     async def verdict(self, item: WorkItem, raw: dict[str, Any], content: str
-                      ) -> Verdict | None:
-        """The chain's verdict on `content`, or None when the plan's QA is off."""
+                      ) -> tuple[Verdict, dict[str, Any]] | None:
+        """The chain's verdict on `content` and its `QAReport` record, or None when the
+        plan's QA is off."""
         spec = raw.get("qa")
         if not spec or spec.get("chain") == "off":
             return None
@@ -68,9 +71,10 @@ class Checker:
         previous = (await self._text(spec["previous_hash"], f"the last verified {item.path}")
                     if spec.get("previous_hash") else None)
         try:
-            return await check_file(item.path, files, chain=str(spec["chain"]),
-                                    previous=previous, config=self.config,
-                                    timeout_s=self.settings.qa_timeout)
+            verdict = await check_file(item.path, files, chain=str(spec["chain"]),
+                                       previous=previous, config=self.config,
+                                       timeout_s=self.settings.qa_timeout)
+            return verdict, qa_record(verdict, list(files))
         except ConfigError as exc:  # e.g. a chain this cluster does not have: not retryable
             raise ExecutorError(f"cannot check {item.path}: {exc}", retryable=False,
                                 error_type="qa-config") from exc
@@ -93,11 +97,22 @@ def interface_hash(path: str, content: str) -> str:
     return hashlib.sha256(surface.encode("utf-8")).hexdigest()
 
 
-def qa_record(verdict: Verdict) -> dict[str, Any]:
-    """The verdict as the `QAReport` of a result event."""
+def qa_record(verdict: Verdict, files: Collection[str] = ()) -> dict[str, Any]:
+    """The verdict as the `QAReport` of a result event; `files` are the plan files the
+    sandbox held (for attributing a test file's failing tests)."""
     return {"chain": verdict.chain, "passed": verdict.passed,
             "duration_ms": int(verdict.duration_ms), "fingerprint": verdict.fingerprint,
-            "checks": [_check_record(c) for c in verdict.checks]}
+            "checks": [{**_check_record(c), "attributed": attributed(verdict.path, c, files)}
+                       for c in verdict.checks]}
+
+
+def attributed(path: str, check: CheckResult, files: Collection[str]) -> list[str]:
+    """For a test file whose own tests fail: the plan files the failures point at, best
+    first (the innermost non-test traceback frame), when that is not the test itself."""
+    if check.name != "pytest" or not check.blocking or not files:
+        return []
+    outcome = TestOutcome(path, "failed", 0.0, "", check.output, check.output)
+    return [f for f in attribute(outcome, files) if f != path][:5]
 
 
 def _check_record(check: CheckResult) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from devline.errors import DecodeError, ExecutorError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
-from streams.checking import Checker, metric_points, qa_failure, qa_record
+from streams.checking import Checker, metric_points, qa_failure
 from streams.claims import resolve_item
 from streams.emit import dead_letter_headers, now_ms, stored_by_reference
 from streams.offsets import OffsetBook, RebalanceListener
@@ -270,23 +270,22 @@ class Worker:
             item = await resolve_item(item, raw.get("brief"), self.store)
             item = await self.checker.fix_context(item, raw)
             result = await self.executors.run(item, sandbox, self.settings.executor_timeout)
-            verdict = await self.checker.verdict(item, raw, result.content)
+            checked = await self.checker.verdict(item, raw, result.content)
         except ExecutorError as exc:
             log.info("task %s/%s attempt %d failed (%s): %s", item.plan_id, item.task_id,
                      item.attempt, exc.error_type, exc)
             await self.results.failed(item, started, exc)
         else:
-            if verdict is not None:
-                await self.results.metrics(metric_points(verdict))
-            if verdict is not None and not verdict.passed:
-                failure = qa_failure(verdict)
+            if checked is not None:
+                await self.results.metrics(metric_points(checked[0]))
+            if checked is not None and not checked[0].passed:
+                failure = qa_failure(checked[0])
                 log.info("task %s/%s attempt %d: %s failed its checks: %s", item.plan_id,
                          item.task_id, item.attempt, item.path, failure)
-                await self.results.qa_failed(item, started, result, failure,
-                                             qa_record(verdict))
+                await self.results.qa_failed(item, started, result, failure, checked[1])
             else:
-                await self.results.completed(
-                    item, started, result, qa_record(verdict) if verdict else None)
+                await self.results.completed(item, started, result,
+                                             checked[1] if checked else None)
             self.completed += 1
         finally:
             shutil.rmtree(sandbox, ignore_errors=True)

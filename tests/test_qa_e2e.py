@@ -184,3 +184,32 @@ def test_written_release_starts_dependents_before_the_fix_and_reruns_on_a_new_in
     assert offsets[("TaskDispatched", "lib/b.py", 2, "dev")] > fixed_a
     assert ("TaskDispatched", "lib/d.py", 2, "dev") not in offsets
     assert done["files"] == 4
+
+
+def test_a_test_file_failing_in_the_module_it_imports_gets_the_module_fixed(
+        topics: Settings) -> None:
+    settings = topics
+    spec = {
+        "project": "blame", "name": "blame", "options": {"integration": "off"},
+        "files": [
+            file("calc/__init__.py", content=""),
+            file("calc/ops.py", content="def add(a, b):\n    return [a, b][2]\n",
+                 fixed_content="def add(a, b):\n    return a + b\n"),
+            file("tests/test_ops.py", depends=["calc/ops.py"],
+                 content="from calc.ops import add\n\n\ndef test_add():\n"
+                         "    assert add(1, 2) == 3\n"),
+        ],
+    }
+    with running_pipeline(settings, workers=2):
+        plan_id = submit(settings, spec)
+        kind, done = wait_for(settings, plan_id, {"PlanCompleted", "PlanRejected"})
+        assert kind == "PlanCompleted", done
+        evs = plan_events(settings, plan_id)
+    failed = [v for _, k, v in evs if k == "TaskFailed"]
+    assert [v["path"] for v in failed] == ["tests/test_ops.py"]
+    pytest_check = next(c for c in failed[0]["qa"]["checks"] if c["name"] == "pytest")
+    assert pytest_check["attributed"][0] == "calc/ops.py"
+    fixes = [v["path"] for _, k, v in evs if k == "TaskRetryScheduled" and v.get("kind") == "fix"]
+    assert fixes == ["calc/ops.py"]  # the module, not the test
+    completed = {(v["path"], v["attempt"]) for _, k, v in evs if k == "TaskCompleted"}
+    assert ("calc/ops.py", 2) in completed and ("tests/test_ops.py", 2) in completed

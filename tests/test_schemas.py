@@ -82,7 +82,7 @@ CONTRACT = {
     "checks:[QAReportCheck]",
     "QAReportCheck": "name:string status:string blocking:boolean command:string "
     "duration_ms:long findings:int introduced:int reason:string='' output:string='' "
-    "lines:[[int]]=[]",
+    "lines:[[int]]=[] attributed:[string]=[]",
     "FixBrief": "base_hash:string check:string command:string summary:string output:string "
     "lines:[[int]]=[] fix_attempt:int reverted:boolean=False history:[string]=[]",
     "QASpec": "chain:string previous_hash:string? files:[QAFile]=[]",

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from agents.integration.discovery import is_pytest_module
+from agents.scheduling import blame as B
 from agents.scheduling import fixes
 from agents.scheduling import integration as I
 from agents.scheduling import release as R
@@ -252,6 +253,9 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         h["seq"] = seq
     commands = [Command(Cmd.STORE, h["plan_id"], tid, fresh=fresh)]
     commands += R.apply_reruns(state, reruns, seq, fresh)
+    if by_this_event:  # test files that waited for this module to be fixed run again
+        commands += [Command(Cmd.RELEASE, h["plan_id"], t, fresh=fresh)
+                     for t in B.unblock(state, task, tid, seq)]
     return (commands + _count_for_dependents(state, task, seq, fresh) + I.commands(h, fresh)
             + _plan_done_command(h, fresh))
 
@@ -341,23 +345,54 @@ def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         # a QA failure keeps the evidence its fix task carries.
         kept = fixes.EVIDENCE_MAX if fixes.is_qa_failure(ev) else OUTPUT_KEPT
         task["last_failure"] = {**ev, "output": (ev.get("output") or "")[-kept:] or None}
-        if fixes.is_qa_failure(ev):
+        culprit = B.blamed(state, tid, ev)
+        if culprit is not None:  # its tests fail in a module it imports: fix that one
+            B.block(task, culprit, seq)
+        elif fixes.is_qa_failure(ev):
             fixes.record_failure(cast("dict[str, Any]", task), ev)
             R.written(task, ev, seq, h.get("options") or {})
         task["stale_seq"] = None  # the next attempt gets the current dependencies anyway
         task["seq"] = seq
         state.tasks[tid] = task
         fresh = True
+    blocked_here = task["seq"] == seq and task["status"] == WAITING and task.get("blocked_on")
+    target = state.task(str(task.get("blocked_on"))) if blocked_here else None
+    reopen = target is not None and (target.get("reopened_seq") == seq or (
+        _newer(target, seq) and target["status"] == DONE))
     if task["seq"] == seq and fixes.is_qa_failure(ev) and _newer(h, seq):
         _count_checks(h, ev.get("qa"))
+        if reopen:
+            h["done"] -= 1
         h["seq"] = seq
     commands = []
+    if target is not None:
+        return _blame(state, tid, task, str(task["blocked_on"]), target, ev, seq, fresh)
     last = task["last_failure"] or {}
     if task["status"] == FAILED and last.get("attempt") == ev["attempt"]:
         commands.append(Command(Cmd.DECIDE_FAILURE, h["plan_id"], tid, fresh=fresh))
     if task.get("counted_seq") == seq:  # released as written: its dependents may start
         commands += _count_for_dependents(state, task, seq, fresh)
     return commands
+
+
+def _blame(state: PlanState, tid: str, task: Any, target_id: str, target: Any,
+           ev: dict[str, Any], seq: int, fresh: bool) -> list[Command]:
+    """The module a test file's failures point at: reopened (if verified) with the test's
+    evidence, so it gets a fix task; the test file waits for it."""
+    if _newer(target, seq):
+        if target["status"] == DONE:
+            failure = B.reopen_failure(target_id, target, task, ev)
+            target.update({"status": FAILED, "last_failure": failure,
+                           "errors": (target["errors"] + [failure["fingerprint"]])[
+                               -ERRORS_KEPT:]})
+            fixes.record_failure(cast("dict[str, Any]", target), failure)
+            target["reopened_seq"] = seq
+        B.note_blocked(target, tid)
+        target["seq"] = seq
+        state.tasks[target_id] = target
+    if target["status"] == FAILED and target.get("reopened_seq") == seq:
+        return [Command(Cmd.DECIDE_FAILURE, state.header["plan_id"], target_id, fresh=fresh)]
+    return []
 
 
 def _retry_scheduled(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:

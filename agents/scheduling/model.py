@@ -82,6 +82,11 @@ class TaskRecord(TypedDict):
     stale_seq: NotRequired[int | None]     # running against a dependency since replaced
     rerun_seq: NotRequired[int | None]     # the completion that sent it back to run again
     rerun_from: NotRequired[str | None]    # its status then (done or dispatched)
+    # A test file failing in a module it imports (agents.scheduling.blame).
+    blocked_on: NotRequired[str | None]    # the module it waits for
+    blocked: NotRequired[list[str]]        # test files waiting for this module
+    reopened_seq: NotRequired[int | None]  # the event that reopened this verified module
+    unblocked_seq: NotRequired[int | None]
 
 
 class PlanHeader(TypedDict):
