@@ -5,6 +5,12 @@ land at the same name), so storing an artifact is an effect that can be redone a
 crash. The local store is a directory shared by every devline process of one machine; the
 S3 store is a bucket (AWS S3 or any S3-compatible server) shared by a whole cluster.
 Blocking I/O (files, boto3) runs in a thread, never in the event loop.
+
+Both stores also list what they hold and delete by name, for `devline gc` (`streams.gc`).
+Storing bytes the store already has refreshes the object's modification time when it is
+older than `TOUCH_AFTER_S`, so an old object that becomes referenced again looks recent to
+the collector, whose grace period (at least twice that) protects it until the event that
+references it is folded.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +41,16 @@ class ArtifactError(DevlineError):
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+TOUCH_AFTER_S = 3600.0  # an object stored again after this long gets a new modification time
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An object or a ref as a listing shows it."""
+
+    name: str         # the object's sha256, or the ref's name
+    size: int         # bytes
+    modified_ms: int  # file mtime (local) or LastModified (S3), ms since the epoch
 
 
 def sha256(data: bytes) -> str:
@@ -87,6 +104,58 @@ class LocalArtifactStore:
     async def get_ref(self, name: str) -> str | None:
         return await asyncio.to_thread(self._get_ref, name)
 
+    async def objects(self) -> list[Stored]:
+        """Every object (`sha256/ab/<digest>`); temporary files of writers are not listed."""
+        return await asyncio.to_thread(self._listing, "sha256")
+
+    async def refs(self) -> list[Stored]:
+        """Every ref (`refs/ab/<name>`)."""
+        return await asyncio.to_thread(self._listing, "refs")
+
+    async def delete(self, digest: str, *, unless_since_ms: int | None = None) -> bool:
+        """Delete an object; False when absent, or modified at or after `unless_since_ms`
+        (stored again meanwhile: someone needs it)."""
+        return await asyncio.to_thread(self._delete, self.path_for(digest), unless_since_ms)
+
+    async def delete_ref(self, name: str, *, unless_since_ms: int | None = None) -> bool:
+        """Delete a ref; False when absent or modified at or after `unless_since_ms`."""
+        return await asyncio.to_thread(self._delete, self._ref_path(name), unless_since_ms)
+
+    def _listing(self, kind: str) -> list[Stored]:
+        found: list[Stored] = []
+        try:
+            with os.scandir(self.root / kind) as shards:
+                dirs = [d.path for d in shards if d.is_dir(follow_symlinks=False)]
+            for path in sorted(dirs):
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        if not _HEX64.fullmatch(entry.name):
+                            continue
+                        try:
+                            st = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
+                            continue  # deleted while listed
+                        found.append(Stored(entry.name, st.st_size, st.st_mtime_ns // 1_000_000))
+        except FileNotFoundError:
+            return found
+        except OSError as exc:
+            raise ArtifactError(f"cannot list {kind} under {self.root}: "
+                                f"{exc.strerror or exc}") from exc
+        return found
+
+    def _delete(self, path: Path, unless_since_ms: int | None) -> bool:
+        try:
+            if unless_since_ms is not None and \
+                    path.stat().st_mtime_ns // 1_000_000 >= unless_since_ms:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ArtifactError(f"cannot delete {path.name[:12]} under {self.root}: "
+                                f"{exc.strerror or exc}") from exc
+        return True
+
     def _ref_path(self, name: str) -> Path:
         checked_digest(name)
         return self.root / "refs" / name[:2] / name
@@ -111,7 +180,10 @@ class LocalArtifactStore:
         digest = sha256(data)
         target = self.path_for(digest)
         with contextlib.suppress(OSError):  # absent or unreadable: write it
-            if target.stat().st_size == len(data):  # a file of another length is replaced
+            st = target.stat()
+            if st.st_size == len(data):  # a file of another length is replaced
+                if time.time() - st.st_mtime > TOUCH_AFTER_S:
+                    os.utime(target)  # needed again: young for the collector's grace
                 return digest
         self._write(target, data, f"artifact {digest[:12]}")
         return digest
@@ -287,6 +359,12 @@ class S3ArtifactStore:
                           absent=_ABSENT | {"403", "AccessDenied"})
         if (head is not None and head.get("ContentLength") == len(data)
                 and head.get("Metadata", {}).get("sha256") == digest):
+            if _age_s(head.get("LastModified")) > TOUCH_AFTER_S:
+                # Needed again: a copy onto itself renews LastModified (no upload).
+                self._call("store", key, lambda s3: s3.copy_object(
+                    Bucket=loc.bucket, Key=key, CopySource={"Bucket": loc.bucket, "Key": key},
+                    MetadataDirective="REPLACE", Metadata={"sha256": digest},
+                    ContentType="application/octet-stream"))
             return digest
         # Content-MD5: the server rejects a body damaged on the way (every S3 clone knows it).
         md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
@@ -294,6 +372,52 @@ class S3ArtifactStore:
             Bucket=loc.bucket, Key=key, Body=data, ContentMD5=md5,
             ContentType="application/octet-stream", Metadata={"sha256": digest}))
         return digest
+
+    async def objects(self) -> list[Stored]:
+        """Every object under `<prefix>sha256/` (needs s3:ListBucket)."""
+        return await asyncio.to_thread(self._listing, "sha256/")
+
+    async def refs(self) -> list[Stored]:
+        """Every ref under `<prefix>refs/`."""
+        return await asyncio.to_thread(self._listing, "refs/")
+
+    async def delete(self, digest: str, *, unless_since_ms: int | None = None) -> bool:
+        """Delete an object (needs s3:DeleteObject); False when absent or modified at or
+        after `unless_since_ms`."""
+        return await asyncio.to_thread(self._delete, self.key_for(digest), unless_since_ms)
+
+    async def delete_ref(self, name: str, *, unless_since_ms: int | None = None) -> bool:
+        return await asyncio.to_thread(self._delete, self.ref_key(name), unless_since_ms)
+
+    def _listing(self, kind: str) -> list[Stored]:
+        loc = self.location
+        prefix = f"{loc.prefix}{kind}"
+
+        def pages(s3: Any) -> list[Stored]:
+            found: list[Stored] = []
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=loc.bucket,
+                                                                      Prefix=prefix):
+                for obj in page.get("Contents", ()):
+                    name = str(obj["Key"]).rsplit("/", 1)[-1]
+                    if _HEX64.fullmatch(name):
+                        found.append(Stored(name, int(obj.get("Size") or 0),
+                                            int(obj["LastModified"].timestamp() * 1000)))
+            return found
+
+        listed: list[Stored] = self._call("list", prefix, pages)
+        return listed
+
+    def _delete(self, key: str, unless_since_ms: int | None) -> bool:
+        loc = self.location
+        head = self._call("check", key, lambda s3: s3.head_object(Bucket=loc.bucket, Key=key),
+                          absent=_ABSENT)
+        if head is None:
+            return False
+        if unless_since_ms is not None and head.get("LastModified") is not None and \
+                int(head["LastModified"].timestamp() * 1000) >= unless_since_ms:
+            return False
+        self._call("delete", key, lambda s3: s3.delete_object(Bucket=loc.bucket, Key=key))
+        return True
 
     def get_sync(self, digest: str) -> bytes | None:
         data = self._read(self.key_for(digest))
@@ -380,6 +504,11 @@ class S3ArtifactStore:
                                  f"{message}".rstrip())
         return ArtifactError(f"cannot {action} artifact {key}: the {where} did not answer "
                              f"({type(exc).__name__}: {exc})")
+
+
+def _age_s(modified: Any) -> float:
+    """Seconds since an S3 LastModified (a datetime); 0 when unknown."""
+    return time.time() - modified.timestamp() if modified is not None else 0.0
 
 
 def _code(exc: Any) -> str:
