@@ -225,6 +225,7 @@ def _register_optional() -> None:
     app.command("processor")(runner.processor)
     app.command("sink")(runner.sink)
     app.command("demo")(runner.demo)
+    app.command("gc")(__import__("devline.cli.gc", fromlist=["gc"]).gc)
     from devline.cli.dlq import dlq_app
 
     app.add_typer(dlq_app, name="dlq")
