@@ -279,6 +279,11 @@ def parse_spec(options: Mapping[str, str], config: Mapping[str, Any] | None = No
         raise PlanError("rollout.deadline_s must be > 0", field="rollout.deadline_s")
     rules = _rules(config.get("metrics") or {}, options.get("rollout.metrics"))
     judge = _judge(config["judge"]) if config.get("judge") else None
+    if rules and any(b <= interval for b in bake):
+        # Otherwise a step could end without a single measurement: always inconclusive.
+        raise PlanError(f"with metrics to analyse, every bake must be longer than "
+                        f"rollout.interval_s ({interval}s), got {list(bake)}",
+                        field="rollout.bake_s")
     return RolloutSpec(steps, bake, interval, deadline, rules, judge)
 
 
