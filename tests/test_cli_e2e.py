@@ -113,8 +113,8 @@ def test_submit_wait_follows_the_plan_and_status_folds_the_log(topics: Settings)
     # example's tests then run as the integration suite.
     assert summary["qa"]["failed"] == 1 and summary["qa"]["fixes"] == 1
     assert summary["qa"]["checks"] >= 9 * 2
-    assert "QA: " in result.stdout and "1 fix tasks" in result.stdout
-    assert "integration: 1 round(s), 3 tests" in result.stdout
+    assert "QA: " in result.stdout and "1 failed, 1 fixes" in result.stdout
+    assert "tests: 3 in 1 round(s)" in result.stdout
     timeline = devline(topics, "events", plan_id, "--json")
     assert timeline.returncode == 0, timeline.stderr
     kinds = [json.loads(line)["type"] for line in timeline.stdout.splitlines()]

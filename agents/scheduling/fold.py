@@ -361,6 +361,7 @@ def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         _newer(target, seq) and target["status"] == DONE))
     if task["seq"] == seq and fixes.is_qa_failure(ev) and _newer(h, seq):
         _count_checks(h, ev.get("qa"))
+        h["executor_runs"] += 1  # the executor ran; its file failed the checks
         if reopen:
             h["done"] -= 1
         h["seq"] = seq

@@ -161,15 +161,13 @@ async def _finish(settings: Settings, state: Following, code: int) -> int:
               f"cache hits {s['cache_hits']}")
     q = state.qa
     if q["checks"] or q["skipped"]:
-        out.print(f"QA: {q['checks']} checks run, {q['skipped']} skipped, "
-                  f"{q['failed']} versions failed, {q['fixes']} fix tasks, "
-                  f"checking time {q['ms'] / 1000:.2f}s")
+        out.print(f"QA: {q['checks']} checks ({q['skipped']} skipped) in "
+                  f"{q['ms'] / 1000:.2f}s, {q['failed']} failed, {q['fixes']} fixes")
     t = state.tests
     if t["rounds"]:
         wall = ((t["last_at"] or 0) - (t["first_at"] or 0)) / 1000
-        out.print(f"integration: {t['rounds']} round(s), {t['tests']} tests on up to "
-                  f"{t['shards']} test worker(s), {t['failed']} failed, {t['flaky']} flaky, "
-                  f"{wall:.2f}s")
+        out.print(f"tests: {t['tests']} in {t['rounds']} round(s) on {t['shards']} "
+                  f"test workers in {wall:.2f}s, {t['failed']} failed, {t['flaky']} flaky")
     if state.completed_at is not None:
         await _wait_for_sink(settings, *state.completed_at)
     return DONE
