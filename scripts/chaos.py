@@ -64,9 +64,12 @@ LONG_EVERY = 10
 KAFKA = ROOT / "scripts" / "kafka-local"
 
 
-def layered_plan(n: int, width: int, duration: float, long: float, seed: int) -> dict[str, Any]:
-    """`n` Python files in layers of `width`; each imports one or two of the layer before."""
+def layered_plan(n: int, width: int, duration: float, long: float, seed: int,
+                 defects: float = 0.0) -> dict[str, Any]:
+    """`n` Python files in layers of `width`; each imports one or two of the layer before.
+    A `defects` share start with a version the checks reject (one fix each)."""
     rng = random.Random(seed)
+    faulty = random.Random(seed + 1)
     files = []
     for i in range(n):
         layer = i // width
@@ -74,8 +77,10 @@ def layered_plan(n: int, width: int, duration: float, long: float, seed: int) ->
         deps = sorted(rng.sample(prev, min(len(prev), rng.choice((1, 2)))))
         body = "".join(f"from m{d:04d} import X{d}\n" for d in deps)
         body += f"X{i} = {' + '.join(f'X{d}' for d in deps) or i}\n"
-        files.append({"path": f"m{i:04d}.py", "content": body,
-                      "simulate": {"duration_s": long if i % LONG_EVERY == 0 else duration}})
+        simulate: dict[str, Any] = {"duration_s": long if i % LONG_EVERY == 0 else duration}
+        if faulty.random() < defects:
+            simulate["qa_fail_first"] = 1
+        files.append({"path": f"m{i:04d}.py", "content": body, "simulate": simulate})
     return {"project": "chaos", "name": f"chaos {n} tasks seed {seed}", "files": files}
 
 
@@ -286,7 +291,8 @@ def journal_counts(journal: Path) -> tuple[Counter[str], Counter[str]]:
     finishes: Counter[str] = Counter()
     for line in journal.read_text().splitlines():
         row = json.loads(line)
-        (starts if row["run"] == "start" else finishes)[row["task"]] += 1
+        # Per attempt: a fix task is the same task's next attempt, not a duplicate run.
+        (starts if row["run"] == "start" else finishes)[f"{row['task']}#{row['attempt']}"] += 1
     return starts, finishes
 
 
@@ -329,7 +335,8 @@ async def run_seed(args: argparse.Namespace, seed: int, work: Path, out: IO[byte
                                  workspace=work / "out", data_dir=work / "data",
                                  executor_config=config)
     await create_topics(settings)
-    plan = plan_record(layered_plan(args.tasks, args.width, args.duration, args.long, seed))
+    plan = plan_record(layered_plan(args.tasks, args.width, args.duration, args.long, seed,
+                                    args.defects))
     watch = Watch(plan["plan_id"])
     stop = asyncio.Event()
     global FOLLOWER
@@ -413,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=50, help="files per layer")
     parser.add_argument("--duration", type=float, default=0.05, help="seconds per task")
     parser.add_argument("--long", type=float, default=1.0, help="seconds every tenth task")
+    parser.add_argument("--defects", type=float, default=0.0,
+                        help="share of files whose first version fails its checks and goes "
+                        "through the fix loop (default 0)")
     parser.add_argument("--processors", type=int, default=1,
                         help="stream processors (processor kills hit the dispatching one)")
     parser.add_argument("--min-workers", type=int, default=2)
