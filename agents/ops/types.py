@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -56,7 +56,6 @@ class Decision:
     at: int  # ms
     acted: bool
     plan_id: str | None = None
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, p: Proposal, at: int, acted: bool, **changes: Any) -> Decision:
