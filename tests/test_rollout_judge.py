@@ -185,5 +185,11 @@ def test_no_data_never_passes() -> None:
     result = judge(spec(*ms), data)  # the critical metric has no samples
     assert result.score == pytest.approx(100 * 20 / 21)
     assert result.verdict is Verdict.MARGINAL
-    assert judge(spec(metric()), {}).verdict is Verdict.FAIL
-    assert judge(spec(metric()), {}).to_dict()["metrics"][0]["verdict"] == "nodata"
+    nothing = judge(spec(metric()), {})
+    assert nothing.verdict is Verdict.MARGINAL and nothing.score == 0
+    assert nothing.to_dict()["metrics"][0]["verdict"] == "nodata"
+    # missing data cannot save a canary whose real failures already sink it
+    ms = [metric(name="a"), metric(name="b"), metric(name="c", weight=0.2)]
+    data = {"a": {"canary": SLOWER, "stable": STABLE}, "b": {"canary": SLOWER, "stable": STABLE}}
+    sunk = judge(spec(*ms), data)
+    assert sunk.verdict is Verdict.FAIL and "even if ['c'] had passed" in sunk.reason

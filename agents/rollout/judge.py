@@ -6,8 +6,10 @@ bad for it, and the canary median moved by more than the metric's relative toler
 against the stable median. The score is the weighted share of passing metrics, in percent:
 at least `pass_score` passes, at least `marginal_score` is marginal (a person decides),
 below fails. A failing critical metric fails the judgement whatever the score. A metric
-with too few samples on either side is NODATA: it never passes (it adds weight to the
-denominator only), and a critical one caps the result at marginal.
+with too few samples on either side is NODATA: it never passes and never fails. The score
+counts it as not passing; the verdict fails only if the score would stay below marginal
+had it passed; a critical NODATA metric caps the result at marginal. So missing data
+leads to a person (marginal), never to a pass, nor to fix tasks against working code.
 """
 
 from __future__ import annotations
@@ -215,19 +217,22 @@ def judge(spec: JudgeSpec, samples: Mapping[str, Mapping[str, Sequence[float]]])
     total = sum(weights.values())
     passed = sum(weights[p.name] for p in parts if p.verdict is MetricVerdict.PASS)
     score = round(100.0 * passed / total, 6) if total else 0.0
+    nodata = sum(weights[p.name] for p in parts if p.verdict is MetricVerdict.NODATA)
+    # As if every metric without data had passed: only real failures can fail a canary.
+    hopeful = round(100.0 * (passed + nodata) / total, 6) if total else 0.0
     critical = {m.name for m in spec.metrics if m.critical}
     failed_critical = [p.name for p in parts if p.name in critical
                        and p.verdict is MetricVerdict.FAIL]
-    nodata_critical = [p.name for p in parts if p.name in critical
-                       and p.verdict is MetricVerdict.NODATA]
+    missing = [p.name for p in parts if p.verdict is MetricVerdict.NODATA]
     if failed_critical:
         return Judgement(Verdict.FAIL, score, f"critical metric failed: {failed_critical}",
                          parts)
-    if score >= spec.pass_score and not nodata_critical:
+    if hopeful < spec.marginal_score:
+        return Judgement(Verdict.FAIL, score, f"score {score:g} < {spec.marginal_score:g}"
+                         + (f" even if {missing} had passed" if missing else ""), parts)
+    if score >= spec.pass_score and not (critical & set(missing)):
         return Judgement(Verdict.PASS, score, f"score {score:g} >= {spec.pass_score:g}", parts)
-    if score >= spec.marginal_score or (nodata_critical and score >= spec.pass_score):
-        why = (f"critical metric without data: {nodata_critical}" if nodata_critical
-               and score >= spec.pass_score else
-               f"score {score:g} in [{spec.marginal_score:g}, {spec.pass_score:g})")
-        return Judgement(Verdict.MARGINAL, score, why, parts)
-    return Judgement(Verdict.FAIL, score, f"score {score:g} < {spec.marginal_score:g}", parts)
+    why = f"score {score:g} below pass {spec.pass_score:g}"
+    if missing:
+        why += f"; no data for {missing}"
+    return Judgement(Verdict.MARGINAL, score, why, parts)
