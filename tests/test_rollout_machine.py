@@ -192,7 +192,10 @@ def test_inconclusive_beyond_limit_pauses_then_resume_rebakes() -> None:
     resumed = d.control("resume")
     assert kinds(resumed) == [K.ARM_TIMER, K.ARM_TIMER] and d.phase is Phase.BAKING
     assert d.state["timers"]["bake"] == d.now + 300_000  # a full, fresh bake
-    assert d.state["analysis"] == {} and d.state["round"] == 0
+    assert d.state["analysis"] == {} and d.state["first_round"] == 3
+    # a measurement asked for before the pause does not count in the fresh run
+    stale = {"run": d.run, "step": 0, "round": 2, "metric": "err", "measurement": BAD}
+    assert d.send("AnalysisMeasured", **stale) == [] and d.state["analysis"] == {}
     while "analysis" in d.state["timers"]:
         d.fire("analysis")
         d.measure(GOOD)
@@ -222,10 +225,28 @@ def test_promote_skip_and_full() -> None:
                                        "accepted": True, "reason": None}
     assert weights(d.control("promote_full")) == [100]
     assert kinds(d.control("promote_full")) == [K.REJECTED]
-    assert kinds(d.control("skip_step")) == [K.REJECTED]  # 100 % is not live yet
-    assert kinds(d.deployed()) == [K.DONE] and d.phase is Phase.SUCCEEDED
+    d.control("pause")
+    assert d.deployed() == []  # 100 % went live during the pause
+
+    assert kinds(d.control("resume")) == [K.DONE] and d.phase is Phase.SUCCEEDED
     for verb in ("promote", "pause", "resume", "abort", "retry", "skip_step"):
         assert kinds(d.control(verb)) == [K.REJECTED]
+
+
+def test_promote_full_at_the_last_step_sends_no_second_weight() -> None:
+    d = Driver({"rollout.steps": "50,100"})
+    d.start()
+    d.deployed()
+    d.control("promote")
+    assert d.control("promote_full") == [] and d.state["full"]
+    assert kinds(d.control("skip_step")) == [K.REJECTED]  # 100 % is not live yet
+    assert kinds(d.deployed()) == [K.DONE]
+    d2 = Driver({"rollout.steps": "50,100"})
+    d2.start()
+    d2.deployed()
+    d2.control("promote")
+    d2.deployed()
+    assert kinds(d2.control("promote_full")) == [K.DONE]
 
 
 def test_manual_pause_keeps_the_remaining_bake() -> None:
