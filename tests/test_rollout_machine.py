@@ -73,7 +73,7 @@ class Driver:
         if weight is None:
             weight = self.spec.steps[self.state["step"]]
         return self.send("DeployDone", run=run or self.run, step=self.state["step"],
-                         weight=weight)
+                         weight=weight, rollback=self.state["rollbacks"] if weight == 0 else None)
 
     def fire(self, kind: str) -> list[Action]:
         due = self.state["timers"][kind]
@@ -310,7 +310,8 @@ def test_deploy_failure_rolls_back_and_escalates() -> None:
     out = d.send("DeployFailed", run=d.run, step=0, weight=10, reason="image pull")
     assert kinds(out) == [K.ROLLBACK, K.ESCALATE]
     assert out[1].data["evidence"]["deploy"]["reason"] == "image pull"
-    failed_again = d.send("DeployFailed", run=d.run, step=0, weight=0, reason="timeout")
+    failed_again = d.send("DeployFailed", run=d.run, step=0, weight=0, rollback=1,
+                          reason="timeout")
     assert kinds(failed_again) == [K.ESCALATE]
     assert "rollback failed" in failed_again[0].data["reason"]
 
