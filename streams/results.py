@@ -23,11 +23,11 @@ from streams.checking import interface_hash
 from streams.claims import completed_content
 from streams.emit import headers_for, new_id, now_ms
 from streams.outbox import Outbox
+from streams.retrying import until_done
 
 T_ = TypeVar("T_")
 log = logging.getLogger("devline.worker")
 
-RETRY_CAP_S = 2.0  # a result waits at most this long after the broker is back
 
 
 class Results:
@@ -125,13 +125,4 @@ class Results:
     @staticmethod
     async def _retried(what: str, step: Callable[[], Awaitable[T_]]) -> T_:
         """Our own failure (the broker or the store away) is retried until it passes."""
-        pause = 0.2
-        while True:
-            try:
-                return await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("%s failed (%s); retrying in %.1fs", what, exc, pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, RETRY_CAP_S)
+        return await until_done(what, step, log)

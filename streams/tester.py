@@ -50,6 +50,7 @@ from streams import topics as T
 from streams.artifacts import ArtifactError, checked_digest
 from streams.emit import dead_letter_headers, headers_for, new_id, now_ms, stored_by_reference
 from streams.offsets import OffsetBook
+from streams.retrying import until_done
 
 R = TypeVar("R")
 log = logging.getLogger("devline.tester")
@@ -61,7 +62,6 @@ MAX_RERUNS = 20             # failed tests re-run alone per shard; the rest stay
 OUTPUT_BUDGET = 1024 * 1024  # failure output per result, shared when many tests fail
 MESSAGE_MAX = 2000          # bytes of a failure's one-line message
 ERROR_LOG_TAIL = 4000       # characters of pytest's output kept in a shard's error
-RETRY_CAP_S = 2.0
 # How run_shard (agents.integration.runner) marks a test that pytest never reported.
 _TIMED_OUT = "timeout:"
 _NO_FILE = "test file not found:"
@@ -454,16 +454,7 @@ class TestWorker:
     @staticmethod
     async def _retried(what: str, step: Callable[[], Awaitable[R]]) -> R:
         """Our own failure (the broker or the store away) is retried until it passes."""
-        pause = 0.2
-        while True:
-            try:
-                return await step()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("%s failed (%s); retrying in %.1fs", what, exc, pause)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, RETRY_CAP_S)
+        return await until_done(what, step, log)
 
 
 class _Listener(ConsumerRebalanceListener):
