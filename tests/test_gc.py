@@ -257,8 +257,9 @@ class Clock:
 
 def ports(cache: dict[str, Any], clock: Clock) -> Ports:
     none = cast(Any, None)
-    tables: Any = ({}, {}, cache)  # dicts serve as tables
-    return Ports(Settings.from_env({}), none, none, none, *tables, clock=clock)
+    plans: Any = {}  # dicts serve as tables
+    return Ports(Settings.from_env({}), none, none, none, plans, plans, cast(Any, cache),
+                 clock=clock)
 
 
 def test_unused_cache_entries_expire_and_used_ones_stay() -> None:
