@@ -196,3 +196,27 @@ def test_a_ready_fix_keeps_ready_status_name() -> None:
     task = state.task("a")
     assert task is not None and task["status"] == READY
     assert fixes.state_name(dict(task)) == "ready"
+
+
+def test_executors_see_the_fix_evidence() -> None:
+    """The command executor's task JSON and the http executor's prompt carry the version
+    to repair and why."""
+    from pathlib import Path
+
+    from agents.executors.command import task_payload
+    from agents.executors.http import user_prompt
+    from agents.types import FixContext, WorkItem
+
+    fix = FixContext(content="x = undefined_name\n", base_hash="h" * 64, check="ruff",
+                     command="ruff check a.py", summary="ruff: F821 Undefined name",
+                     output="a.py:1:5: F821", lines=((1, 1),), fix_attempt=2, reverted=True,
+                     history=("attempt 1: ruff: F821",))
+    item = WorkItem(plan_id="p", task_id="a.py", path="a.py", kind="fix", attempt=3, fix=fix)
+    payload = task_payload(item, Path("/tmp/sb"), Path("/tmp/sb/a.py"))
+    assert payload["kind"] == "fix" and payload["fix"]["content"] == fix.content
+    assert payload["fix"]["lines"] == [[1, 1]] and payload["fix"]["reverted"] is True
+    assert task_payload(WorkItem(plan_id="p", task_id="b", path="b.py"), Path("/s"),
+                        Path("/s/b.py"))["fix"] is None
+    prompt = user_prompt(item, 10_000)
+    assert "fix 2" in prompt and "ruff check a.py" in prompt and "undefined_name" in prompt
+    assert "reverted" in prompt and "attempt 1: ruff: F821" in prompt
