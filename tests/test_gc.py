@@ -17,7 +17,7 @@ from streams.artifacts import TOUCH_AFTER_S, LocalArtifactStore, sha256
 from streams.edge import retention as R
 from streams.edge.integrating import durations_ref
 from streams.edge.ports import Ports
-from streams.edge.retention import Retention, forget
+from streams.edge.retention import Retention, forget, touch
 from streams.gc import (
     BRIEF,
     CACHE_ENTRY,
@@ -306,3 +306,17 @@ def test_forget_sends_tombstones_where_the_key_lives(tmp_path: Path) -> None:
     forget(table, h("k"))
     assert sorted(sent) == [(1, h("k"), None), (3, h("k"), None)]
     assert table.get(h("k")) is None and table.get(h("other")) is not None
+
+
+def test_a_hit_renews_its_entry_at_most_daily() -> None:
+    cache: dict[str, Any] = {h("k"): {"content_hash": h("a"), "size": 3, "at": 0}}
+    hit = {"content_hash": h("a"), "size": 3}
+    assert touch(cache, h("k"), hit, 2 * DAY_MS)
+    assert cache[h("k")] == {"content_hash": h("a"), "size": 3, "at": 2 * DAY_MS}
+    assert not touch(cache, h("k"), hit, 2 * DAY_MS + 1000)  # renewed today already
+    assert touch(cache, h("from-ref"), hit, 5)  # a hit through the ref: an entry here
+
+
+def test_no_touch_outside_a_stream_event(tmp_path: Path) -> None:
+    table, _ = rocks_table(tmp_path)
+    assert not touch(table, h("k"), {"content_hash": h("a"), "size": 1}, 5)

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from faust.streams import current_event
+
 from agents.scheduling import fold as F
 from agents.scheduling.model import decision_id
 from streams.edge.persist import persist
@@ -36,6 +38,7 @@ CACHE_RETENTION_S = 30 * 86400.0  # until Settings has `cache_retention_s`
 CACHE_SCAN = 5_000    # cache entries a sweep examines (at least one prefix's worth)
 CACHE_BATCH = 1_000   # cache entries a sweep deletes at most
 PREFIXES = tuple(f"{i:02x}" for i in range(256))
+TOUCH_EVERY_MS = 86_400_000  # a hit renews `at` at most daily: a hot key, one write a day
 
 
 class Retention:
@@ -101,6 +104,21 @@ class Retention:
             log.info("cache: %d entries unused for %.1f days deleted (%d examined)", deleted,
                      self.cache_retention_s / 86400, examined)
         return deleted
+
+
+def touch(cache: Table, key: str, hit: dict[str, Any], now_ms: int) -> bool:
+    """A cache hit: note its use (`at`) in the table, at most once a day; written in the
+    partition of the event being handled, so a hit through the store's ref (an entry of
+    another processor's partition) keeps an entry here too, and with it the ref. A Faust
+    table cannot be written outside a stream event (recovery): then nothing is noted."""
+    entry = cache.get(key)
+    if isinstance(entry, dict) and now_ms - last_used(entry, 0) < TOUCH_EVERY_MS:
+        return False
+    if hasattr(cache, "send_changelog") and current_event() is None:
+        return False
+    cache[key] = {"content_hash": hit["content_hash"], "size": int(hit.get("size") or 0),
+                  "at": now_ms}
+    return True
 
 
 def last_used(entry: Any, default_ms: int) -> int:
