@@ -309,7 +309,7 @@ def test_forget_sends_tombstones_where_the_key_lives(tmp_path: Path) -> None:
 
 
 def test_a_hit_renews_its_entry_at_most_daily() -> None:
-    cache: dict[str, Any] = {h("k"): {"content_hash": h("a"), "size": 3, "at": 0}}
+    cache: Any = {h("k"): {"content_hash": h("a"), "size": 3, "at": 0}}
     hit = {"content_hash": h("a"), "size": 3}
     assert touch(cache, h("k"), hit, 2 * DAY_MS)
     assert cache[h("k")] == {"content_hash": h("a"), "size": 3, "at": 2 * DAY_MS}
