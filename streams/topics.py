@@ -49,6 +49,7 @@ METRICS = "devline.metrics"
 OPS = "devline.ops"
 WORKERS = "devline.workers"
 BOARD = "devline.dispatch"
+METRICS_WINDOWS = "devline.metrics.windows"
 
 TABLES = ("plans", "tasks", "cache", "submissions")
 
@@ -80,6 +81,9 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               # is about the live tasks, not every state each one ever had.
               extra=(("segment.ms", str(10 * 60 * 1000)), ("min.cleanable.dirty.ratio", "0.1"),
                      ("delete.retention.ms", str(DAY_MS)))),
+    TopicSpec(METRICS_WINDOWS, "Closed metric windows (MetricAggregate), one record per "
+              "series and window, written by `devline observe`", "control", cleanup="compact",
+              retention_ms=-1),
     # Created up front, co-partitioned with devline.events: if Faust declared them itself
     # it could start before the broker lists them and fail every write (PartitionsMismatch).
     *(TopicSpec(changelog(t), f"Changelog of the {t} table (compacted)", "changelog",

@@ -229,6 +229,21 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
         "labels": {"plan_id": PLAN, "kind": "dev"},
         "at": NOW_MS,
     },
+    "MetricAggregate": lambda: {
+        "key": "backlog||60000|1700000040000",
+        "metric": "backlog",
+        "dims": {},
+        "window_start": 1_700_000_040_000,
+        "window_size_ms": 60_000,
+        "count": 3,
+        "sum": 51.0,
+        "min": 15.0,
+        "max": 19.0,
+        "p50": 17.0,
+        "p95": 19.0,
+        "p99": 19.0,
+        "sketch": '{"alpha": 0.01}',
+    },
     "WorkerHeartbeat": lambda: {
         "worker_id": "w-1",
         "host": "box-1",
@@ -295,6 +310,45 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
         "status": "baking",
         "analysis": None,
         "at": NOW_MS,
+    },
+    "RolloutStarted": lambda: {
+        "event_id": "rs-1", "plan_id": PLAN, "revision": "r2", "stable_revision": "r1",
+        "spec_json": '{"steps": [50, 100], "bake_s": [2, 2], "interval_s": 1, '
+                     '"deadline_s": 30, "metrics": [], "judge": null}',
+        "options": {"rollout.steps": "50,100"}, "at": NOW_MS,
+    },
+    "RolloutDeployDone": lambda: {
+        "event_id": "rd-1", "plan_id": PLAN, "run": "r2#1", "step": 0, "weight": 50,
+        "rollback": None, "target": "sim", "at": NOW_MS,
+    },
+    "RolloutDeployFailed": lambda: {
+        "event_id": "rf-1", "plan_id": PLAN, "run": "r2#1", "step": 0, "weight": 0,
+        "rollback": 1, "reason": "exit code 3", "target": "deploy", "at": NOW_MS,
+    },
+    "RolloutAnalysisMeasured": lambda: {
+        "event_id": "ra-1", "plan_id": PLAN, "run": "r2#1", "step": 0, "round": 1,
+        "metric": "error_rate", "measurement": {"value": 0.01, "samples": 120, "error": None},
+        "source": "sim", "at": NOW_MS,
+    },
+    "RolloutComparisonMeasured": lambda: {
+        "event_id": "rc-1", "plan_id": PLAN, "run": "r2#1", "step": 1,
+        "samples": [{"metric": "latency", "canary": [12.5, 13.0], "stable": [12.0, 11.5]}],
+        "at": NOW_MS,
+    },
+    "RolloutTimerFired": lambda: {
+        "event_id": "rt-1", "plan_id": PLAN, "run": "r2#1", "kind": "bake",
+        "due_at": NOW_MS, "at": NOW_MS + 3,
+    },
+    "RolloutControl": lambda: {
+        "event_id": "rk-1", "plan_id": PLAN, "action": "pause", "by": "ann@host",
+        "reason": "looking at the dashboards", "at": NOW_MS,
+    },
+    "RolloutSuperseded": lambda: {
+        "event_id": "rx-1", "plan_id": PLAN, "new_revision": "r3", "at": NOW_MS,
+    },
+    "RolloutAction": lambda: {
+        "event_id": "ac-1", "plan_id": PLAN, "kind": "set_weight", "run": "r2#1",
+        "data_json": '{"percent": 50}', "outcome": "done", "at": NOW_MS,
     },
     "OpsDecision": lambda: {
         "decision_id": "o-1",

@@ -68,6 +68,9 @@ CONTRACT = {
     "Escalation": "event_id:string plan_id:string task_id:string? kind:string reason:string "
     "attempts:int=0 errors:[string]=[] last_output:string? at:ts",
     "MetricPoint": "source:string name:string value:double labels:{string}={} at:ts",
+    "MetricAggregate": "key:string metric:string dims:{string}={} window_start:ts "
+    "window_size_ms:long count:long sum:double min:double max:double p50:double p95:double "
+    "p99:double sketch:string",
     "WorkerHeartbeat": "worker_id:string host:string pid:int state:string capacity:int "
     "running:[string]=[] partitions:[int]=[] at:ts",
     "CircuitTransition": "event_id:string breaker:string from_state:string to_state:string "
@@ -94,9 +97,28 @@ CONTRACT = {
     "TestShard": "event_id:string plan_id:string run_id:string round:int shard:int shards:int "
     "tests:[string] project:string files_ref:string sent_at:ts",
     "TestFailure": "test_id:string message:string output:string files:[string]",
+    "RolloutStarted": "event_id:string plan_id:string revision:string stable_revision:string? "
+    "spec_json:string options:{string}={} at:ts",
+    "RolloutDeployDone": "event_id:string plan_id:string run:string step:int weight:int "
+    "rollback:int? target:string='' at:ts",
+    "RolloutDeployFailed": "event_id:string plan_id:string run:string step:int weight:int "
+    "rollback:int? reason:string target:string='' at:ts",
+    "RolloutAnalysisMeasured": "event_id:string plan_id:string run:string step:int round:int "
+    "metric:string measurement:RolloutMeasurement source:string='' at:ts",
+    "RolloutMeasurement": "value:double? samples:long=0 error:string?",
+    "RolloutComparisonMeasured": "event_id:string plan_id:string run:string step:int "
+    "samples:[RolloutSamples] at:ts",
+    "RolloutSamples": "metric:string canary:[double]=[] stable:[double]=[]",
+    "RolloutTimerFired": "event_id:string plan_id:string run:string kind:string due_at:ts at:ts",
+    "RolloutControl": "event_id:string plan_id:string action:string by:string reason:string? "
+    "at:ts",
+    "RolloutSuperseded": "event_id:string plan_id:string new_revision:string at:ts",
+    "RolloutAction": "event_id:string plan_id:string kind:string run:string? data_json:string "
+    "outcome:string? at:ts",
 }
 NESTED = {"PlanFile", "Simulate", "TaskSpec", "DepContext", "QACheck", "QAReport",
-          "QAReportCheck", "FixBrief", "QASpec", "QAFile", "ShardAssignment", "TestFailure"}
+          "QAReportCheck", "FixBrief", "QASpec", "QAFile", "ShardAssignment", "TestFailure",
+          "RolloutMeasurement", "RolloutSamples"}
 EVENT_TYPES = sorted(set(CONTRACT) - NESTED)
 SCHEMAS = load_schemas()
 
