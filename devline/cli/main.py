@@ -226,6 +226,7 @@ def _register_optional() -> None:
     app.command("sink")(runner.sink)
     app.command("demo")(runner.demo)
     app.command("gc")(__import__("devline.cli.gc", fromlist=["gc"]).gc)
+    app.command("observe")(__import__("devline.cli.observe", fromlist=["observe"]).observe)
     from devline.cli.dlq import dlq_app
 
     app.add_typer(dlq_app, name="dlq")
