@@ -73,6 +73,10 @@ class Settings(BaseModel):
         7 * 86400.0, gt=0, description="Seconds a finished plan (done or rejected) stays in "
         "the live tables before it is retired (tombstones in the changelogs; the event log "
         "keeps its history for `devline status`/`events`)")
+    cache_retention_s: float = Field(
+        30 * 86400.0, gt=0, description="Seconds a result-cache entry stays in the `cache` "
+        "table after it was written or last hit; then it is deleted (a tombstone in the "
+        "changelog) and `devline gc` deletes its ref in the artifact store")
     max_attempts: int = Field(3, ge=1, description="Attempts before a task is dead-lettered")
     processors: int = Field(
         1, ge=1, le=16, description="Stream processors `devline run` starts: they share the "

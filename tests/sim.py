@@ -239,7 +239,10 @@ class Sim:
                    for r in self.log.topics[T.DLQ]}
         escalations = {self.codec.decode(r.value or b"")[1]["event_id"]
                        for r in self.log.topics[T.ESCALATIONS]}
-        return {"tasks": tasks, "plans": plans, "cache": dict(self.tables["cache"]),
+        # A cache entry's `at` (last use, for its expiry) is when it happened: not compared.
+        cache = {k: {f: v for f, v in e.items() if f != "at"}
+                 for k, e in dict.items(self.tables["cache"])}
+        return {"tasks": tasks, "plans": plans, "cache": cache,
                 "artifacts": dict(self.store.blobs), "runs": dict(self.worker.runs),
                 "dead_letters": len(letters), "escalations": len(escalations)}
 

@@ -26,6 +26,7 @@ from agents.scheduling.model import decision_id
 from streams import topics as T
 from streams.edge.leader import DISPATCHED, HELD, READY
 from streams.edge.ports import Ports
+from streams.edge.retention import touch
 
 log = logging.getLogger("devline.dispatch")
 
@@ -68,6 +69,7 @@ class DispatchLoop:
         hit = await self.lookup(key) if task["attempt"] == 1 and task["kind"] == "dev" \
             else None
         if hit is not None:
+            touch(self.p.cache, key, hit, self.p.now_ms())  # a hit keeps the entry alive
             at = self.p.now_ms()
             await self.p.publish("TaskCompleted", {
                 "event_id": decision_id(h["plan_id"], task_id, task["attempt"], "cached"),

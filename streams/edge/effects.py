@@ -78,8 +78,10 @@ class Effects:
                           cmd.plan_id, cmd.task_id, digest[:12])
         if not task["cached"] and task["cache_key"]:
             entry = {"content_hash": digest, "size": task["size"]}
-            if self.p.cache.get(task["cache_key"]) != entry:
-                self.p.cache[task["cache_key"]] = entry
+            old = self.p.cache.get(task["cache_key"]) or {}
+            if {k: old.get(k) for k in entry} != entry:  # `at` says when: for its expiry
+                self.p.cache[task["cache_key"]] = {
+                    **entry, "at": int(task["completed_at"] or self.p.now_ms())}
             # The table lives with this plan's partition; the ref in the shared store
             # lets a processor owning another partition find the entry too.
             await self.p.store.put_ref(task["cache_key"], digest)
