@@ -62,8 +62,8 @@ class ObserveService:
         self.plans = PlanProjection(retention_ms=int(settings.plan_retention_s * 1000))
         self.workers = WorkerView()
         self.windows = WindowStage(self.specs, idle_ms=idle_ms)
-        self.metrics = ObserveMetrics(self.plans, self.workers, lambda: dict(self.lag))
         self.lag: dict[str, int] = {}
+        self.metrics = ObserveMetrics(self.plans, self.workers, lambda: dict(self.lag))
         self.caught_up = asyncio.Event()
         self.caught_up_s: float | None = None
         self.publish: Publish | None = None  # set by the web layer when a hub is mounted
