@@ -1,0 +1,1 @@
+"""The rollout stage: the canary state machine (`agents.rollout`) on `devline.rollouts`."""

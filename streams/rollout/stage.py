@@ -1,0 +1,355 @@
+"""`devline rollouts`: fold every plan's rollout from `devline.rollouts` and carry out its actions.
+
+On start the stage reads `devline.rollouts` from the beginning (all partitions) up to the
+end offsets it saw, folding each event with `agents.rollout.apply(now_ms=record
+timestamp)` but executing nothing: history is not redone. Once caught up it re-arms the
+deadlines from `pending_timers(state)` (same `due_at`) and redoes the effects whose
+outcome is not in the log: a weight or a rollback not confirmed, a measurement round or a
+comparison not answered, an escalation without its `RolloutAction` record. From then on
+every event read back is folded and its actions executed.
+
+It also reads `devline.events` (own consumer group) and starts a rollout when a plan whose
+`PlanAccepted` options ask for one completes. The group's committed offset never passes a
+`PlanAccepted` whose plan has not completed, so its options survive a restart.
+
+State has a lifetime: a rollout that ended longer than the plan retention ago is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents.rollout import (
+    ACTIVE,
+    Action,
+    ActionKind,
+    EventType,
+    Phase,
+    RolloutEventError,
+    apply,
+    initial_state,
+    parse_spec,
+    pending_timers,
+    spec_of,
+)
+from devline.errors import DecodeError, PlanError
+from devline.settings import Settings
+from schemas.codec import Codec
+from streams import topics as T
+from streams.emit import headers_for
+from streams.rollout.config import RolloutConfig
+from streams.rollout.effects import Effects
+from streams.rollout.records import (
+    ACTION,
+    AVRO_OF,
+    make_id,
+    rollout_options,
+    spec_options,
+    to_event,
+    wants_rollout,
+)
+
+log = logging.getLogger(__name__)
+TICK_S = 0.05
+ONCE = (ActionKind.ESCALATE, ActionKind.FIX_TASKS)
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RolloutStage:
+    """One process folds every rollout (single instance per prefix)."""
+
+    def __init__(self, settings: Settings, config: RolloutConfig,
+                 clock: Callable[[], int] = wall_ms) -> None:
+        self.settings, self.config, self.clock = settings, config, clock
+        self.codec = Codec.from_settings(settings)
+        self.states: dict[str, dict[str, Any]] = {}
+        self.options: dict[str, dict[str, str]] = {}
+        self.timers: dict[tuple[str, str], int] = {}  # (plan, kind) -> due_at
+        self.unanswered: dict[str, tuple[str, str, int, Action]] = {}  # escalations in replay
+        self.accepted: dict[str, tuple[int, int, dict[str, str], str]] = {}
+        self.live = False
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.producer: AIOKafkaProducer | None = None
+        self.effects = Effects(config, self.emit, clock)
+        self.caught_up = asyncio.Event()
+
+    # -- the log ---------------------------------------------------------------------
+    async def emit(self, topic: str, event_type: str, record: dict[str, Any], key: str) -> None:
+        """Produce one record stamped with the stage's clock (the fold's `now_ms`)."""
+        assert self.producer is not None
+        value = self.codec.encode(event_type, record)
+        await self.producer.send_and_wait(self.settings.topic(topic), value=value,
+                                          key=key.encode(), timestamp_ms=self.clock(),
+                                          headers=headers_for(event_type, record))
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run until `stop` is set (or cancelled)."""
+        stop = stop or asyncio.Event()
+        s = self.settings
+        self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all",
+                                         max_request_size=s.max_message_bytes,
+                                         **s.kafka_common())
+        rollouts = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
+                                    fetch_max_wait_ms=50, **s.kafka_common())
+        events = AIOKafkaConsumer(s.topic(T.EVENTS), bootstrap_servers=s.bootstrap,
+                                  group_id=s.group("devline-rollouts"),
+                                  enable_auto_commit=False, auto_offset_reset="earliest",
+                                  fetch_max_wait_ms=50, **s.kafka_common())
+        await self.producer.start()
+        await rollouts.start()
+        try:
+            parts = [TopicPartition(s.topic(T.ROLLOUTS), p) for p in
+                     sorted(await self._partitions(rollouts, s.topic(T.ROLLOUTS)))]
+            rollouts.assign(parts)
+            await rollouts.seek_to_beginning(*parts)
+            ends = await rollouts.end_offsets(parts)
+            await events.start()
+            try:
+                await self._loop(stop, rollouts, events, ends)
+            finally:
+                await events.stop()
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            await rollouts.stop()
+            await self.producer.stop()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+        for _ in range(100):
+            found = consumer.partitions_for_topic(topic)
+            if found:
+                return set(found)
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {topic} does not exist (run `devline topics create`)")
+
+    async def _loop(self, stop: asyncio.Event, rollouts: AIOKafkaConsumer,
+                    events: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+        last_sweep = 0.0
+        while not stop.is_set():
+            batch = await rollouts.getmany(timeout_ms=int(TICK_S * 1000))
+            for tp in sorted(batch, key=lambda t: t.partition):
+                for record in batch[tp]:
+                    self._on_rollout(record)
+            if not self.live and await _read_to(rollouts, ends):
+                self._catch_up()
+            if self.live:
+                got = await events.getmany(timeout_ms=10)
+                for tp, recs in got.items():
+                    for record in recs:
+                        await self._on_plan_event(record)
+                    await events.commit({tp: self._commit_offset(tp, recs[-1].offset + 1)})
+                await self._fire_timers()
+                if time.monotonic() - last_sweep > 5:
+                    last_sweep = time.monotonic()
+                    self._sweep()
+
+    # -- folding ---------------------------------------------------------------------
+    def _on_rollout(self, record: Any) -> None:
+        try:
+            avro_type, value = self.codec.decode(record.value or b"")
+        except DecodeError as exc:
+            log.warning("devline.rollouts[%d]@%d: undecodable, skipped: %s",
+                        record.partition, record.offset, exc)
+            return
+        if avro_type == ACTION:
+            self.unanswered.pop(value["event_id"], None)
+            return
+        found = to_event(avro_type, value)
+        if found is None:
+            return
+        kind, event = found
+        plan = str(value["plan_id"])
+        state = self.states.setdefault(plan, initial_state(plan))
+        if kind is EventType.ROLLOUT_STARTED:
+            self.options[plan] = dict(value.get("options") or {})
+        try:
+            actions = apply(state, kind.value, event, now_ms=int(record.timestamp))
+        except RolloutEventError as exc:
+            log.warning("rollout %s: %s skipped: %s", plan, avro_type, exc)
+            return
+        trigger = str(value["event_id"])
+        numbered = list(enumerate(actions))
+        for _, action in numbered:
+            if action.kind is ActionKind.ARM_TIMER:
+                self.timers[(plan, str(action.data["kind"]))] = int(action.data["due_at"])
+        if self.live:
+            self._execute(plan, trigger, numbered)
+        else:
+            for index, action in numbered:
+                if action.kind in ONCE:
+                    self.unanswered[make_id(plan, "action", trigger, index)] = (
+                        plan, trigger, index, action)
+
+    def _execute(self, plan: str, trigger: str, numbered: list[tuple[int, Action]]) -> None:
+        if not numbered:
+            return
+        state = dict(self.states[plan])
+        task = asyncio.create_task(self.effects.run(plan, trigger, numbered, state,
+                                                    self.options.get(plan, {})))
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("rollout effect failed", exc_info=task.exception())
+
+    def _catch_up(self) -> None:
+        """Caught up with the log: re-arm the deadlines, redo the unanswered effects."""
+        self.live = True
+        self.timers = {}
+        for plan, state in self.states.items():
+            for arm in pending_timers(state):
+                self.timers[(plan, str(arm.data["kind"]))] = int(arm.data["due_at"])
+            redo = outstanding(state)
+            if redo:
+                self._execute(plan, make_id(plan, "resume", state["updated_at"]),
+                              list(enumerate(redo)))
+        for plan, trigger, index, action in self.unanswered.values():
+            if plan in self.states:
+                self._execute(plan, trigger, [(index, action)])
+        self.unanswered.clear()
+        log.info("rollouts caught up: %d rollout(s), %d timer(s) armed", len(self.states),
+                 len(self.timers))
+        self.caught_up.set()
+
+    async def _fire_timers(self) -> None:
+        now = self.clock()
+        for (plan, kind), due in sorted(self.timers.items(), key=lambda kv: kv[1]):
+            if due > now:
+                continue
+            state = self.states.get(plan)
+            del self.timers[(plan, kind)]
+            if state is None or state["timers"].get(kind) != due:
+                continue  # disarmed or re-armed since
+            avro = AVRO_OF[EventType.TIMER_FIRED]
+            try:
+                await self.emit(T.ROLLOUTS, avro, {
+                    "event_id": make_id(plan, avro, state["run"], kind, due), "plan_id": plan,
+                    "run": state["run"], "kind": kind, "due_at": due, "at": now}, plan)
+            except Exception:
+                self.timers[(plan, kind)] = due  # try again on the next tick
+                raise
+
+    def _sweep(self) -> None:
+        horizon = self.clock() - int(self.settings.plan_retention_s * 1000)
+        for plan, state in list(self.states.items()):
+            if not is_open(state) and int(state.get("updated_at") or 0) < horizon:
+                del self.states[plan]
+                self.options.pop(plan, None)
+
+    # -- starting rollouts -----------------------------------------------------------
+    async def _on_plan_event(self, record: Any) -> None:
+        try:
+            event_type, value = self.codec.decode(record.value or b"")
+        except DecodeError:
+            return
+        plan = value.get("plan_id")
+        if not isinstance(plan, str):
+            return
+        if event_type == "PlanAccepted" and wants_rollout(value.get("options") or {}):
+            revision = value.get("options", {}).get("rollout.revision") or \
+                (value.get("digest") or make_id(plan, value["accepted_at"]))[:12]
+            self.accepted[plan] = (record.partition, record.offset,
+                                   rollout_options(value["options"]), revision)
+        elif event_type in ("PlanRetired", "PlanRejected"):
+            self.accepted.pop(plan, None)
+        elif event_type == "PlanCompleted" and plan in self.accepted:
+            _, _, options, revision = self.accepted.pop(plan)
+            if value.get("failed"):
+                log.info("rollout %s: not started, %d task(s) failed", plan, value["failed"])
+                return
+            await self.start(plan, revision, options)
+
+    def _commit_offset(self, tp: TopicPartition, next_offset: int) -> int:
+        held = [off for part, off, _, _ in self.accepted.values() if part == tp.partition]
+        return min([*held, next_offset])
+
+    async def start(self, plan: str, revision: str, options: dict[str, str]) -> None:
+        """Produce the RolloutStarted of `revision` (once: the id is the plan and revision)."""
+        state = self.states.get(plan)
+        if state is not None and state.get("revision") == revision:
+            return
+        try:
+            spec = parse_spec(spec_options(options), self.config.rules())
+        except PlanError as exc:
+            await self.emit(T.ESCALATIONS, "Escalation", {
+                "event_id": make_id(plan, "rollout-refused", revision), "plan_id": plan,
+                "task_id": None, "kind": "rollout_rejected",
+                "reason": f"rollout of {revision} not started: {exc} ({exc.field})",
+                "attempts": 0, "errors": [], "last_output": None, "at": self.clock()}, plan)
+            return
+        avro = AVRO_OF[EventType.ROLLOUT_STARTED]
+        await self.emit(T.ROLLOUTS, avro, {
+            "event_id": make_id(plan, avro, revision), "plan_id": plan, "revision": revision,
+            "stable_revision": options.get("rollout.stable_revision"),
+            "spec_json": json.dumps(spec.to_dict()), "options": options, "at": self.clock()},
+            plan)
+
+
+async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+def is_open(state: dict[str, Any]) -> bool:
+    """Whether a rollout still needs the stage (active, or a rollback not confirmed)."""
+    return state["phase"] in ACTIVE or (
+        state["phase"] in (Phase.ROLLING_BACK, Phase.ABORTED) and not state["rollback_done"])
+
+
+def outstanding(state: dict[str, Any]) -> list[Action]:
+    """The effects whose outcome the log does not hold yet, from the state alone."""
+    phase, run = state["phase"], state["run"]
+    if run is None or state["spec"] is None:
+        return []
+    spec = spec_of(state)
+    step = int(state["step"])
+    if phase in (Phase.PROGRESSING, Phase.PAUSED) and not state["deployed"]:
+        return [Action(ActionKind.SET_WEIGHT, {
+            "percent": spec.steps[step], "revision": state["revision"],
+            "stable_revision": state["stable_revision"], "run": run, "step": step})]
+    if phase in (Phase.ROLLING_BACK, Phase.ABORTED) and not state["rollback_done"] \
+            and state["rollback_escalated"] != state["rollbacks"]:
+        failure = state.get("failure") or {}
+        return [Action(ActionKind.ROLLBACK, {
+            "reason": failure.get("reason", "rollback"), "evidence": failure.get("evidence"),
+            "run": run, "revision": state["revision"],
+            "stable_revision": state["stable_revision"], "rollback": state["rollbacks"]})]
+    if phase == Phase.BAKING and state["awaiting_judgement"] and spec.judge is not None:
+        return [Action(ActionKind.COMPARE, {"metrics": [m.name for m in spec.judge.metrics],
+                                            "run": run, "step": step})]
+    if phase == Phase.BAKING and state["round"] >= max(1, state["first_round"]):
+        missing = [m.name for m in spec.metrics
+                   if f"{m.name}@{state['round']}" not in state["measured"]]
+        if missing:
+            return [Action(ActionKind.MEASURE, {"metrics": missing, "run": run, "step": step,
+                                                "round": state["round"],
+                                                "percent": spec.steps[step]})]
+    return []
+
+
+async def serve(settings: Settings, config: RolloutConfig, stop: asyncio.Event | None = None
+                ) -> None:
+    """Run the stage until `stop` (the `devline rollouts` process)."""
+    stage = RolloutStage(settings, config)
+    try:
+        await stage.run(stop)
+    finally:
+        with contextlib.suppress(Exception):
+            await config.close()
