@@ -3,9 +3,9 @@ warm copy of what the dispatcher knows.
 
 Two consumers per processor, outside Faust (plain aiokafka, same event loop):
 
-- the **follower** reads the dispatch board from its beginning and the worker heartbeats
-  from 20 s back, with no group (every processor reads all of both), and feeds them to the
-  `Leader`;
+- the **follower** reads the dispatch board and the ops decisions from their beginning and
+  the worker heartbeats from 20 s back, with no group (every processor reads all of them),
+  and feeds them to the `Leader`;
 - the **candidate** joins the `devline-dispatcher` group on the board topic, whose single
   partition Kafka gives to exactly one member: that member is the dispatcher. It never
   reads (the partition is paused); assignment is the vote. Static membership (the
@@ -91,7 +91,10 @@ class DispatcherSeat:
         await self.follower.start()
         heartbeats = await self._partitions(self.s.topic(T.WORKERS))
         events = await self._partitions(self.s.topic(T.EVENTS))
-        self.follower.assign([self.board, *heartbeats, *events])
+        ops = await self._partitions(self.s.topic(T.OPS))
+        self.follower.assign([self.board, *heartbeats, *events, *ops])
+        for tp in ops:  # every decision again: obeying one twice is a no-op
+            await self.follower.seek_to_beginning(tp)
         for tp in events:  # results from now on: they free worker slots early
             await self.follower.seek_to_end(tp)
         self.follower.seek(self.board, self.proc.leader.board_pos)
@@ -131,6 +134,7 @@ class DispatcherSeat:
     async def _follow(self) -> None:
         assert self.follower is not None
         proc, board, events = self.proc, self.board.topic, self.s.topic(T.EVENTS)
+        ops = self.s.topic(T.OPS)
         while True:
             batches = await self.follower.getmany(timeout_ms=500, max_records=2000)
             for tp, records in batches.items():
@@ -141,6 +145,8 @@ class DispatcherSeat:
                     raw = RawRecord.of(record)
                     if tp.topic == board:
                         await proc.on_board_record(raw)
+                    elif tp.topic == ops:
+                        await proc.leader.on_ops_record(raw)
                     else:
                         await proc.on_heartbeat_record(raw)
             if batches:

@@ -101,6 +101,11 @@ class Dispatcher:
         self._busy_paths: dict[str, Key] = {}  # workspace path -> task writing it
         self._seq = itertools.count()
         self._rr = itertools.count()
+        # Ops decisions (`reprioritise`): a task's new priority, or a plan's priority added
+        # to each of its tasks' own. Kept for tasks not queued yet; a task's goes with its
+        # plan (`drop_plan`, `forget_priority`); plans are as few as the ops agent's decisions.
+        self._priorities: dict[Key, float] = {}
+        self._plan_priority: dict[str, float] = {}
 
     # -- ready work -------------------------------------------------------------
     def add_ready(self, task: ReadyTask) -> None:
@@ -109,14 +114,38 @@ class Dispatcher:
         if key in self._queued or key in self.inflight:
             return
         self._queued.add(key)
-        rank = KIND_RANK.get(task.kind, 1)
-        heapq.heappush(self._heap, (rank, -task.priority, next(self._seq), task))
+        heapq.heappush(self._heap, (*self._rank(task), next(self._seq), task))
+
+    def _rank(self, task: ReadyTask) -> tuple[int, float]:
+        return KIND_RANK.get(task.kind, 1), -self.priority_of(task)
+
+    def priority_of(self, task: ReadyTask) -> float:
+        """The task's priority once ops decisions are applied (fixes still rank first)."""
+        override = self._priorities.get((task.plan_id, task.task_id))
+        if override is not None:
+            return override
+        return task.priority + self._plan_priority.get(task.plan_id, 0.0)
+
+    def reprioritise(self, plan_id: str, task_id: str | None, priority: float) -> None:
+        """Set a task's priority (or, `task_id` None, the plan's, added to each of its
+        tasks') and re-order the queue. Absolute, so a redelivered decision is a no-op."""
+        if task_id is None:
+            self._plan_priority[plan_id] = priority
+        else:
+            self._priorities[(plan_id, task_id)] = priority
+        self._heap = [(*self._rank(e[3]), e[2], e[3]) for e in self._heap]
+        heapq.heapify(self._heap)
+
+    def forget_priority(self, key: Key) -> None:
+        self._priorities.pop(key, None)
 
     def drop_plan(self, plan_id: str) -> None:
         """Forget queued work of a plan (e.g. paused or cancelled)."""
         self._heap = [e for e in self._heap if e[3].plan_id != plan_id]
         heapq.heapify(self._heap)
         self._queued = {k for k in self._queued if k[0] != plan_id}
+        self._priorities = {k: v for k, v in self._priorities.items() if k[0] != plan_id}
+        self._plan_priority.pop(plan_id, None)
 
     def discard(self, key: Key) -> None:
         """Take a task out of the queue (it is no longer ready)."""

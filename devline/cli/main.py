@@ -226,6 +226,7 @@ def _register_optional() -> None:
     app.command("sink")(runner.sink)
     app.command("demo")(runner.demo)
     app.command("gc")(__import__("devline.cli.gc", fromlist=["gc"]).gc)
+    app.add_typer(__import__("devline.cli.ops", fromlist=["ops_app"]).ops_app, name="ops")
     app.command("observe")(__import__("devline.cli.observe", fromlist=["observe"]).observe)
     from devline.cli.dlq import dlq_app
 

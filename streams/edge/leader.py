@@ -13,6 +13,7 @@ a wasted reservation, never a second run: the fold takes one dispatch per task.
     board entry ─▶ ready: queue it │ dispatched: it holds a slot │ over: free the slot,
                                      feed the executor's breaker with a fresh outcome
     heartbeat   ─▶ worker registry (capacity, partitions, what it runs)
+    ops decision ─▶ (acted ones) reprioritise: re-order the queue; pause/resume an executor
     pump        ─▶ TaskDispatched for each free slot, fixes first, then highest priority
 
 Breaker state is the dispatcher's: it is snapshotted to the board (`breaker/<executor>`)
@@ -68,6 +69,7 @@ class Leader:
         self.board_target = 0        # board offset to reach before acting (after election)
         self.generation = -1
         self._snapshot_due: set[str] = set()
+        self.paused: set[str] = set()  # executors the ops agent paused: nothing dispatched
 
     # -- election ----------------------------------------------------------------
     @property
@@ -167,6 +169,7 @@ class Leader:
         self.entries.pop(key, None)
         self.seqs.pop(key, None)
         self.dispatcher.task_finished(*key)
+        self.dispatcher.forget_priority(key)
         self.guard.guards.forget(key, self.p.clock())
 
     def result_seen(self, plan_id: str, task_id: str, attempt: int) -> bool:
@@ -181,6 +184,46 @@ class Leader:
             return False
         self.dispatcher.task_finished(plan_id, task_id)
         return True
+
+    # -- ops decisions -----------------------------------------------------------------
+    async def on_ops_record(self, rec: RawRecord) -> None:
+        """One record of devline.ops (read from its beginning, so a new dispatcher obeys
+        what the last one did)."""
+        try:
+            kind, record = self.p.codec.decode(rec.value or b"")
+        except Exception as exc:
+            log.warning("ignoring ops record %s@%s: undecodable: %s", rec.partition,
+                        rec.offset, exc)
+            return
+        if kind == "OpsDecision":
+            self.obey(record)
+
+    def obey(self, decision: dict[str, Any]) -> None:
+        """Apply an acted OpsDecision: `reprioritise` a task (`params.task_id`) or a plan
+        (`params.scope` = plan), `pause_executor` / `resume_executor`. Dry-run ones, `scale`
+        (the supervisor's) and `rollback` (the rollout stage's) change nothing here."""
+        params = decision.get("params") or {}
+        if params.get("acted") != "true":
+            return
+        action, plan_id = decision["action"], decision.get("plan_id")
+        try:
+            if action == "reprioritise" and plan_id:
+                task_id = None if params.get("scope") == "plan" else params["task_id"]
+                self.dispatcher.reprioritise(plan_id, task_id, float(params["priority"]))
+            elif action in ("pause_executor", "resume_executor"):
+                executor = params.get("executor") or params["target"]
+                if action == "pause_executor":
+                    self.paused.add(executor)
+                else:
+                    self.paused.discard(executor)
+            else:
+                return
+        except (KeyError, ValueError) as exc:
+            log.warning("ignoring ops decision %s: %r", decision.get("decision_id"), exc)
+            return
+        if self.active:
+            log.info("ops decision %s: %s %s", decision.get("decision_id"), action,
+                     params.get("target", plan_id))
 
     # -- workers ---------------------------------------------------------------------
     def heartbeat(self, hb: dict[str, Any]) -> None:
@@ -202,8 +245,8 @@ class Leader:
             return 0
         guards, now = self.guard.guards, self.p.clock()
         assignments = self.dispatcher.assign(
-            self.link.now(), admit=lambda t: guards.admit((t.plan_id, t.task_id), t.executor,
-                                                          now))
+            self.link.now(), admit=lambda t: t.executor not in self.paused and guards.admit(
+                (t.plan_id, t.task_id), t.executor, now))
         deliveries = []
         for a in assignments:
             t = a.task

@@ -1,0 +1,63 @@
+"""OpsDecision records back into `Decision`s, and the governor's state rebuilt from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from agents.ops import Action, Decision
+
+# What `Decision.to_record` folds into `params`; the rest are the action's own parameters.
+META = ("target", "rule", "evidence", "acted", "dry_run")
+
+
+def decision_of(record: Mapping[str, Any]) -> Decision | None:
+    """Return the Decision an OpsDecision record carries, or None when it is not one of
+    the ops agent's (an unknown action, or an operator's record without a rule)."""
+    params = dict(record.get("params") or {})
+    try:
+        action = Action(record["action"])
+    except ValueError:
+        return None
+    if "rule" not in params:
+        return None
+    evidence = tuple(e for e in params.get("evidence", "").split(",") if e)
+    own = {k: v for k, v in params.items() if k not in META}
+    return Decision(str(record["decision_id"]), params["rule"], action,
+                    params.get("target") or str(record.get("plan_id") or ""), own,
+                    str(record["reason"]), evidence, int(record["at"]),
+                    params.get("acted") == "true", record.get("plan_id"))
+
+
+def _direction(d: Decision) -> tuple[str, int] | None:
+    """(family, +1/-1) of a change that can be undone, as the governor counts them."""
+    match d.action:
+        case Action.PAUSE_EXECUTOR:
+            return "executor", 1
+        case Action.RESUME_EXECUTOR:
+            return "executor", -1
+        case Action.SCALE:
+            try:
+                up = int(d.params["replicas"]) > int(d.params["from"])
+            except (KeyError, ValueError):
+                return None
+            return "scale", 1 if up else -1
+        case Action.REPRIORITISE | Action.ROLLBACK:
+            return None
+    raise AssertionError(d.action)
+
+
+def governor_state(decisions: Iterable[Decision]) -> dict[str, Any]:
+    """Return `Governor.snapshot()` data as the decisions left it, so cool-downs, hysteresis
+    and taken ids survive a restart (`Governor.restore(governor_state(past))`)."""
+    seen: dict[str, int] = {}
+    last: dict[tuple[str, str], int] = {}
+    changes: dict[tuple[str, str], tuple[int, int]] = {}
+    for d in sorted(decisions, key=lambda d: d.at):
+        seen[d.decision_id] = d.at
+        last[(str(d.action), d.target)] = d.at
+        way = _direction(d)
+        if way is not None:
+            changes[(way[0], d.target)] = (way[1], d.at)
+    return {"seen": seen, "last": [[a, t, at] for (a, t), at in last.items()],
+            "changes": [[f, t, w, at] for (f, t), (w, at) in changes.items()]}
