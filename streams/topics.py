@@ -45,6 +45,7 @@ WORK_DEV = "devline.work.dev"
 WORK_TEST = "devline.work.test"
 DLQ = "devline.dlq"
 ESCALATIONS = "devline.escalations"
+ROLLOUTS = "devline.rollouts"
 METRICS = "devline.metrics"
 OPS = "devline.ops"
 WORKERS = "devline.workers"
@@ -69,6 +70,8 @@ CATALOGUE: tuple[TopicSpec, ...] = (
     TopicSpec(DLQ, "Dead letters: original payload, reason and source in headers", "control",
               retention_ms=30 * DAY_MS),
     TopicSpec(ESCALATIONS, "What the PM agent must decide", "event", retention_ms=-1),
+    TopicSpec(ROLLOUTS, "Canary rollouts: every input of the rollout fold and every action "
+              "taken (RolloutAction)", "event", retention_ms=-1),
     TopicSpec(METRICS, "Metric points from every component", "control", retention_ms=DAY_MS),
     TopicSpec(OPS, "Ops decisions: reprioritise, scale, pause, rollback", "event",
               retention_ms=-1),

@@ -231,6 +231,7 @@ def _register_optional() -> None:
     from devline.cli.dlq import dlq_app
 
     app.add_typer(dlq_app, name="dlq")
+    __import__("devline.cli.rollout", fromlist=["register"]).register(app)
     try:
         from devline.cli.analyze import analyze
     except ImportError:  # the analyzer ships in its own module
