@@ -120,11 +120,11 @@ async def watch_plan(base: str, plan_id: str, until_status: str, within: float
 def test_observe_serves_metrics_health_plans_windows_and_live_deltas(topics: Settings) -> None:
     settings = topics
     plan = slow_plan()
-    plan_id = str(plan_record(plan)["plan_id"])
+    record = plan_record(plan)
+    plan_id = str(record["plan_id"])
     with observing(settings) as (_, base), running_pipeline(settings, workers=2):
         until(lambda: get(base + "/healthz")[0] == 200, 60, "/healthz 200")
-        asyncio.run(produce(settings, T.PLANS, "PlanSubmitted", plan_record(plan),
-                            key=plan_id))
+        asyncio.run(produce(settings, T.PLANS, "PlanSubmitted", record, key=plan_id))
         until(lambda: get(f"{base}/api/plans/{plan_id}")[0] == 200, 60, "plan projected")
         frames = asyncio.run(watch_plan(base, plan_id, "done", 120))
         wait_for(settings, plan_id, {"PlanCompleted"})
