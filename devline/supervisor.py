@@ -19,7 +19,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,7 @@ class Supervisor:
     def __init__(self, settings: Settings, workers: int | None = None, *,
                  worker_args: list[str] | None = None, processor: bool = True,
                  sink: bool = True, spares: bool = True,
+                 stages: Sequence[tuple[str, Sequence[str]]] = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         if workers is not None:  # a fixed-size pool
             settings = settings.updated(min_workers=workers, max_workers=workers)
@@ -101,6 +102,9 @@ class Supervisor:
         self.with_sink = sink
         self.spares = spares
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Further stages run as one process each (read side, rollouts, ops agent):
+        # (role, `devline` arguments), restarted like the processor when they die.
+        self.stages = {role: list(args) for role, args in stages}
 
     @property
     def workers(self) -> list[Child]:
@@ -119,6 +123,8 @@ class Supervisor:
             return [*base, "sink"]
         if child.role == "tester":
             return [*base, "tester", "--tester-id", f"{self._tag}-t{child.index}"]
+        if child.role in self.stages:
+            return [*base, *self.stages[child.role]]
         # Host and supervisor pid keep ids unique when several supervisors share a group.
         return [*base, "worker", "--worker-id", f"{self._tag}-w{child.index}",
                 *self.worker_args]
@@ -221,6 +227,10 @@ class Supervisor:
                 tester = Child("tester", index)
                 self.children.append(tester)
                 await self.spawn(tester)
+            for role in self.stages:
+                stage = Child(role, 0)
+                self.children.append(stage)
+                await self.spawn(stage)
             for _ in range(cfg.min_replicas):
                 await self.add_worker()
             while not self.stopping.is_set():
@@ -251,7 +261,7 @@ class Supervisor:
             if child.spare is not None and child.spare.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     child.spare.kill()
-            if child.role in ("processor", "sink", "tester") and child.running:
+            if child.role != "worker" and child.running:
                 assert child.proc is not None
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.send_signal(signal.SIGTERM)

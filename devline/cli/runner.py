@@ -42,10 +42,20 @@ def run(
     test_workers: Annotated[int | None, typer.Option(
         min=0, max=64, help=env_help("test_workers", "Test worker processes (integration "
                                      "test shards run on them in parallel)"))] = None,
+    observe: Annotated[int, typer.Option(
+        help="Also serve the read side (/metrics, /healthz, /ws) on this port; 0: not",
+        envvar="DEVLINE_OBSERVE_PORT")] = 0,
+    rollouts: Annotated[bool, typer.Option(
+        help="Also run the rollout stage (canary rollouts of completed plans)",
+        envvar="DEVLINE_ROLLOUTS")] = False,
+    ops: Annotated[bool, typer.Option(
+        help="Also run the ops agent (decisions from metric windows)",
+        envvar="DEVLINE_OPS")] = False,
     create_topics: Annotated[bool, typer.Option(help="Create missing topics first")] = True,
 ) -> None:
-    """Start the stream processor, the test workers and an autoscaled pool of workers;
-    SIGTERM drains, exits 0."""
+    """Start the stream processor, the test workers and an autoscaled pool of workers
+    (and, when asked, the read side, the rollout stage and the ops agent); SIGTERM
+    drains, exits 0."""
     from devline.supervisor import Supervisor
     from streams.topics import create_topics as create
 
@@ -60,7 +70,14 @@ def run(
                               workspace=workspace, test_workers=test_workers)
     if create_topics:
         run_async(create(settings))
-    code = run_async(Supervisor(settings).run())
+    stages: list[tuple[str, list[str]]] = []
+    if observe:
+        stages.append(("observe", ["observe", "--port", str(observe)]))
+    if rollouts:
+        stages.append(("rollouts", ["rollouts"]))
+    if ops:
+        stages.append(("ops", ["ops"]))
+    code = run_async(Supervisor(settings, stages=stages).run())
     raise typer.Exit(code)
 
 
