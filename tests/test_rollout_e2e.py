@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from samples import sample_event
+
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.client import produce, records
 from streams.rollout.config import RolloutConfig
 from streams.rollout.stage import RolloutStage
-from samples import sample_event
 
 CONFIG = {"metrics": {"error_rate": {"failure": "result > 0.2", "min_samples": 3}}}
 
@@ -70,9 +71,9 @@ async def log_of(settings: Settings, topic: str = T.ROLLOUTS) -> list[tuple[str,
     return [(et, v) for _, et, v in sorted(out, key=lambda x: x[0])]
 
 
-async def wait_for(settings: Settings, check: Any, timeout: float = 30.0,
+async def wait_for(settings: Settings, check: Any, within: float = 30.0,
                    topic: str = T.ROLLOUTS) -> list[tuple[str, dict[str, Any]]]:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         log = await log_of(settings, topic)
         if check(log):
