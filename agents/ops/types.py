@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -68,7 +69,8 @@ class Decision:
         fields the schema lacks (target, rule, evidence, acted) travel in `params`."""
         params = dict(self.params)
         params.update({"target": self.target, "rule": self.rule,
-                       "evidence": ",".join(self.evidence),
+                       # JSON: window keys themselves contain commas and bars.
+                       "evidence": json.dumps(list(self.evidence)),
                        "acted": "true" if self.acted else "false", "dry_run":
                        "false" if self.acted else "true"})
         return {"decision_id": self.decision_id, "plan_id": self.plan_id,

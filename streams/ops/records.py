@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,7 +22,7 @@ def decision_of(record: Mapping[str, Any]) -> Decision | None:
         return None
     if "rule" not in params:
         return None
-    evidence = tuple(e for e in params.get("evidence", "").split(",") if e)
+    evidence = _evidence(params.get("evidence", ""))
     own = {k: v for k, v in params.items() if k not in META}
     return Decision(str(record["decision_id"]), params["rule"], action,
                     params.get("target") or str(record.get("plan_id") or ""), own,
@@ -61,3 +62,14 @@ def governor_state(decisions: Iterable[Decision]) -> dict[str, Any]:
             changes[(way[0], d.target)] = (way[1], d.at)
     return {"seen": seen, "last": [[a, t, at] for (a, t), at in last.items()],
             "changes": [[f, t, w, at] for (f, t), (w, at) in changes.items()]}
+
+
+def _evidence(raw: str) -> tuple[str, ...]:
+    """Evidence as recorded: a JSON list (older records: comma-joined)."""
+    try:
+        items = json.loads(raw) if raw.startswith("[") else None
+    except ValueError:
+        items = None
+    if isinstance(items, list):
+        return tuple(str(e) for e in items)
+    return tuple(e for e in raw.split(",") if e)
