@@ -228,6 +228,7 @@ def _register_optional() -> None:
     app.command("gc")(__import__("devline.cli.gc", fromlist=["gc"]).gc)
     app.add_typer(__import__("devline.cli.ops", fromlist=["ops_app"]).ops_app, name="ops")
     app.command("observe")(__import__("devline.cli.observe", fromlist=["observe"]).observe)
+    app.command("ui")(__import__("devline.cli.ui", fromlist=["ui"]).ui)
     from devline.cli.dlq import dlq_app
 
     app.add_typer(dlq_app, name="dlq")
