@@ -29,7 +29,8 @@ import pytest
 
 from devline.settings import Settings
 from devline.supervisor import child_env
-from tests.harness import running_pipeline, submit, wait_for_pool
+from streams import topics as T
+from tests.harness import events, running_pipeline, submit, wait_for_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("DEVLINE_TEST_ARTIFACTS") or ROOT / ".cache" / "test-artifacts")
@@ -53,9 +54,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http_json(url: str) -> tuple[int, Any]:
+def http_json(url: str, method: str = "GET", headers: dict[str, str] | None = None
+              ) -> tuple[int, Any]:
+    req = urllib.request.Request(url, method=method, headers=headers or {})  # noqa: S310
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - our own loopback
+        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - our own loopback
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, None
@@ -74,11 +77,11 @@ def until(what: str, check: Any, timeout: float) -> Any:
 
 
 @contextlib.contextmanager
-def dashboard(settings: Settings, port: int, log: Path) -> Iterator[str]:
+def dashboard(settings: Settings, port: int, log: Path, *args: str) -> Iterator[str]:
     """`devline ui --port PORT`: nothing answers there, so it serves the read side itself."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "devline", "ui", "--port", str(port), "--no-open"],
+            [sys.executable, "-m", "devline", "ui", "--port", str(port), "--no-open", *args],
             env=child_env(settings), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
             start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -180,3 +183,46 @@ def test_the_dashboard_shows_file_states_change_live(topics: Settings, tmp_path:
             finally:
                 browser.close()
     print(f"screenshots: {ARTIFACTS}/ui-{plan_id}.png, ui-{plan_id}-done.png")
+
+
+def test_the_token_guards_the_api_and_the_buttons_send_rollout_controls(
+        topics: Settings, tmp_path: Path) -> None:
+    browser_path = chromium()
+    from playwright.sync_api import sync_playwright
+
+    settings = topics
+    port = free_port()
+    bearer = {"Authorization": "Bearer s3cret"}
+    with dashboard(settings, port, tmp_path / "ui.log", "--token", "s3cret") as base:
+        assert http_json(f"{base}/api/ui/plans")[0] == 401
+        assert http_json(f"{base}/api/ui/plans", headers=bearer) == (200, {"plans": []})
+        control = f"{base}/api/rollouts/p-ui/promote"
+        assert http_json(control, "POST", {"X-Devline-UI": "1"})[0] == 401
+        assert http_json(control, "POST", bearer)[0] == 403  # no header: maybe a forged form
+        assert http_json(f"{base}/api/rollouts/p-ui/delete", "POST",
+                         {**bearer, "X-Devline-UI": "1"})[0] == 400
+        status, sent = http_json(control, "POST", {**bearer, "X-Devline-UI": "1"})
+        assert status == 200 and sent["sent"] == "promote"
+        status, abort = http_json(f"{base}/api/rollouts/p-ui/abort", "POST",
+                                  {**bearer, "X-Devline-UI": "1"})
+        assert status == 200
+        assert http_json(f"{base}/api/rollouts/p-ui", headers=bearer) == (
+            200, {"rollout": False, "plan": "p-ui"})
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=browser_path, headless=True,
+                                         args=["--no-sandbox", "--disable-dev-shm-usage"])
+            try:
+                page = browser.new_page()
+                page.goto(f"{base}/?token=s3cret")  # no plan: the picker, over the token
+                page.wait_for_selector("#conn[data-state='live']", timeout=20_000)
+                until("the picker's note", lambda: "no live plan" in (
+                    page.text_content("#picker-note") or ""), 10)
+                page.goto(f"{base}/")  # without the token the socket is refused
+                page.wait_for_timeout(1500)
+                assert page.get_attribute("#conn", "data-state") != "live"
+            finally:
+                browser.close()
+    controls = [v for _, et, v in events(settings, T.ROLLOUTS) if et == "RolloutControl"]
+    assert [(c["plan_id"], c["action"], c["event_id"]) for c in controls] == [
+        ("p-ui", "promote", sent["event_id"]), ("p-ui", "abort", abort["event_id"])]
+    assert all(c["by"].startswith("ui@") for c in controls)
