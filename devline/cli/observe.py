@@ -63,7 +63,11 @@ async def _observe(settings: object, host: str, port: int, tokens: tuple[str, ..
     assert tls is None or isinstance(tls, ssl.SSLContext)
     service = ObserveService(settings, from_beginning=from_beginning)
     hub = make_hub(service, tokens, origins)
-    runner = await serve(make_app(service, hub), host, port, tls)
+    from streams.observe.ui import add_ui_routes
+
+    app = make_app(service, hub)
+    add_ui_routes(app, tokens=tokens)  # the dashboard at /
+    runner = await serve(app, host, port, tls)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, service.stop)

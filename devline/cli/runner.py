@@ -179,8 +179,14 @@ def demo(
     plan: Annotated[Path, typer.Option(help="Plan to run")] = ROOT / "examples" / "calc-plan.yaml",
     workers: Annotated[int, typer.Option(help="Worker processes")] = 4,
     workspace: Annotated[Path, typer.Option(help="Where files are written")] = Path("devline-out"),
+    observe_port: Annotated[int, typer.Option(
+        help="Port of the read side and dashboard during the run; 0: none")] = 8787,
+    rollout: Annotated[bool, typer.Option(
+        help="Roll the plan out as a canary afterwards (a healthy revision, then a bad one "
+        "that is rolled back), on the simulated deploy target")] = True,
 ) -> None:
-    """Start a local Kafka if none answers, run the pipeline, and run PLAN to completion."""
+    """Start a local Kafka if none answers, run the pipeline, and run PLAN to completion
+    (checks, fixes, integration tests), then roll it out as a canary."""
     settings = settings_of(ctx).model_copy(update={"workspace": workspace})
     if not asyncio.run(_broker_answers(settings.bootstrap)):
         script = ROOT / "scripts" / "kafka-local"
@@ -192,25 +198,89 @@ def demo(
 
     run_async(create_topics(settings))
     env = child_env(settings)
-    runner = subprocess.Popen([sys.executable, "-m", "devline", "run", "--workers", str(workers),
-                               "--no-create-topics"], env=env)
+    env.setdefault("DEVLINE_ROLLOUT_CONFIG", str(ROOT / "examples" / "rollout.yaml"))
+    args = ["--workers", str(workers), "--no-create-topics"]
+    if observe_port:
+        args += ["--observe", str(observe_port)]
+    if rollout:
+        args.append("--rollouts")
+    runner = subprocess.Popen([sys.executable, "-m", "devline", "run", *args], env=env)
     started = time.monotonic()
     try:
         time.sleep(1.0)
-        code = subprocess.run([sys.executable, "-m", "devline", "submit", str(plan), "--wait"],
-                              env=env).returncode
+        if observe_port:
+            out.print(f"dashboard: http://127.0.0.1:{observe_port}/ (add ?plan=PLAN_ID)")
+        revision = "v1" if rollout else None
+        code, plan_id = _submit(plan, env, revision)
         if code == 0:
             project = _project_of(plan)
             files = sorted(p for p in (workspace / project).rglob("*") if p.is_file())
             out.print(f"\n{len(files)} files written under {workspace / project}:")
             for f in files:
                 out.print(f"  {f.relative_to(workspace)}  ({f.stat().st_size} bytes)")
+        if code == 0 and rollout and plan_id:
+            code = _follow_rollout(settings, plan_id, "v1", expect="succeeded")
+            if code == 0:
+                out.print("\nthe same plan again as revision v2, whose canary fails 30% of "
+                          "its requests:")
+                code, bad = _submit(plan, env, "v2", {"rollout.stable_revision": "v1",
+                                                      "rollout.sim.v2.error_rate": "0.3"})
+                if code == 0 and bad:
+                    code = _follow_rollout(settings, bad, "v2", expect="rolled_back")
+        if code == 0:
             out.print(f"demo finished in {time.monotonic() - started:.1f}s. Try: "
                       "devline tail devline.events --from-beginning --count 5")
     finally:
         runner.terminate()
         runner.wait(timeout=90)
     raise typer.Exit(code)
+
+
+def _submit(plan: Path, env: dict[str, str], revision: str | None,
+            options: dict[str, str] | None = None) -> tuple[int, str | None]:
+    """`devline submit PLAN --wait` (with the revision and extra options set); the exit
+    code and the plan id it printed."""
+    import tempfile
+
+    import yaml
+
+    path = plan
+    if revision or options:
+        doc = yaml.safe_load(plan.read_text(encoding="utf-8"))
+        doc.setdefault("options", {}).update({"rollout.revision": revision or "",
+                                              **(options or {})})
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
+            yaml.safe_dump(doc, tmp)
+            path = Path(tmp.name)
+    done = subprocess.run([sys.executable, "-m", "devline", "submit", str(path), "--wait"],
+                          env=env, stdout=subprocess.PIPE, text=True)
+    sys.stdout.write(done.stdout)
+    lines = done.stdout.split()
+    return done.returncode, (lines[0] if lines else None)
+
+
+def _follow_rollout(settings: Settings, plan_id: str, revision: str, expect: str,
+                    within: float = 120.0) -> int:
+    """Wait for the plan's rollout to end; print its timeline. 0 when it ended as expected."""
+    from devline.cli.rollout import describe
+    from streams.rollout.log import fold_plan
+
+    out.print(f"\nrollout of {plan_id} (revision {revision}): following devline.rollouts")
+    deadline = time.monotonic() + within
+    state: dict[str, Any] = {}
+    audit: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        state, audit, _ = run_async(fold_plan(settings, plan_id, idle_timeout=0.5))
+        if state.get("phase") in ("succeeded", "rolled_back", "aborted", "superseded"):
+            break
+        time.sleep(1.0)
+    for line in describe(state, audit, int(time.time() * 1000)):
+        out.print(f"  {escape(line)}")
+    if state.get("phase") != expect:
+        err.print(f"[red]rollout of {revision} ended {state.get('phase')!r}, expected "
+                  f"{expect!r}[/red]")
+        return 4
+    return 0
 
 
 def _project_of(plan: Path) -> str:
