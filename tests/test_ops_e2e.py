@@ -6,6 +6,7 @@ priorities put first."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -68,7 +69,8 @@ def test_a_stalled_critical_task_is_raised_and_dispatched_first(topics: Settings
     c = raised[f"{c_plan}/c.py"]
     assert c["plan_id"] == c_plan and c["params"]["acted"] == "true"
     assert c["params"]["rule"] == "stalled_critical_path"
-    assert c["params"]["evidence"].startswith(f"plan:{c_plan}/task:c.py@ready:")
+    evidence = json.loads(c["params"]["evidence"])  # a JSON list of what the rule read
+    assert evidence and evidence[0].startswith(f"plan:{c_plan}/task:c.py@ready:")
     assert float(c["params"]["priority"]) > 50
     assert f"{xy_plan}/x.py" not in raised  # not on a critical path
 
