@@ -342,3 +342,18 @@ def test_close_drops_every_client_with_1001() -> None:
         assert refused.value.status == 503
 
     run(scenario)
+
+
+def test_a_dead_client_is_dropped_by_the_protocol_heartbeat_and_counted() -> None:
+    """A client that never answers pings (a dead peer) is closed once its pong is late."""
+
+    async def scenario(hub: Hub, client: TestClient[web.Request, web.Application]) -> None:
+        dead = await connect(client, autoping=False)  # never answers the server's pings
+        await dead.send_json({"op": "subscribe", "channel": "plan:abc"})
+        for _ in range(100):
+            if hub.stats()["dropped_dead"] == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert hub.stats()["dropped_dead"] == 1 and hub.stats()["clients"] == 0
+
+    run(scenario, heartbeat_s=0.5, idle_timeout_s=60.0)

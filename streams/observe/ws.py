@@ -154,6 +154,7 @@ class _Client:
 class _Counters:
     dropped_slow: int = 0
     dropped_idle: int = 0
+    dropped_dead: int = 0  # no pong to a protocol ping: aiohttp closed it (1006)
     resyncs: int = 0
 
 
@@ -221,6 +222,7 @@ class Hub:
             "subscriptions": sum(len(c.subs) for c in self._clients),
             "dropped_slow": self._counters.dropped_slow,
             "dropped_idle": self._counters.dropped_idle,
+            "dropped_dead": self._counters.dropped_dead,
             "resyncs": self._counters.resyncs,
             "queued": sum(len(c.queue) + len(c.resync) for c in self._clients),
         }
@@ -274,6 +276,9 @@ class Hub:
             client.pump = asyncio.create_task(self._pump(client))
             await self._read(client)
         finally:
+            if client.closer is None and ws.close_code == 1006:  # pong overdue: dead peer
+                self._counters.dropped_dead += 1
+                log.info("live view: dropped %s: no pong to the heartbeat ping", client.peer)
             self._forget(client)
             if client.pump is not None and client.pump is not asyncio.current_task():
                 client.pump.cancel()
