@@ -10,8 +10,13 @@ not in the log after a restart.
 * `simulated`: a real HTTP service on 127.0.0.1, one per plan, that routes `GET /` to the
   canary with probability weight/100 and fails with the revision's error rate (options
   `rollout.sim.<revision>.error_rate` / `.latency_ms`); it can drive its own traffic
-  (`rollout.sim.rps`) and counts requests, errors and latencies per revision for the
-  simulated metric source.
+  (`rollout.sim.rps`, default 50; 0 sends none, so the source has no data) and counts
+  requests, errors and latencies per revision for the simulated metric source.
+  `rollout.sim.<revision>.error_from_weight` (a percentage in [0, 100]) makes the error
+  rate apply only while the canary's weight is at least that much: with `error_rate: 0.5`
+  and `error_from_weight: 25`, the revision answers without errors at 10 % and fails half
+  its requests from 25 % on (a fault that shows only under load). Absent, the error rate
+  applies at every weight.
 """
 
 from __future__ import annotations
@@ -141,6 +146,12 @@ class Behaviour:
 
     error_rate: float = 0.0
     latency_ms: float = 0.0
+    # The error rate applies only while the canary weight is at least this (percent).
+    error_from_weight: float = 0.0
+
+    def errors_at(self, weight: int) -> float:
+        """The error rate while the canary has `weight` % of the traffic."""
+        return self.error_rate if weight >= self.error_from_weight else 0.0
 
 
 @dataclass
@@ -153,7 +164,8 @@ class Counts:
 
 
 def behaviours(options: Mapping[str, str]) -> tuple[dict[str, Behaviour], float]:
-    """Read `rollout.sim.<revision>.error_rate|latency_ms` and `rollout.sim.rps`."""
+    """Read `rollout.sim.<revision>.error_rate|latency_ms|error_from_weight` and
+    `rollout.sim.rps`."""
     found: dict[str, Behaviour] = {}
     rps = 50.0
     for key, raw in options.items():
@@ -173,8 +185,11 @@ def behaviours(options: Mapping[str, str]) -> tuple[dict[str, Behaviour], float]
             b.error_rate = value
         elif what == "latency_ms" and value >= 0:
             b.latency_ms = value
+        elif what == "error_from_weight" and 0 <= value <= 100:
+            b.error_from_weight = value
         else:
-            raise ConfigError(f"{key}: expected error_rate in [0, 1] or latency_ms >= 0")
+            raise ConfigError(f"{key}: expected error_rate in [0, 1], latency_ms >= 0 or "
+                              "error_from_weight in [0, 100]")
     return found, rps
 
 
@@ -234,7 +249,7 @@ class SimulatedService:
         started = time.monotonic()
         if b.latency_ms:
             await asyncio.sleep(b.latency_ms / 1000)
-        failed = self._rng.random() < b.error_rate
+        failed = self._rng.random() < b.errors_at(self.weight)
         c = self.counts.setdefault(revision, Counts())
         c.requests += 1
         c.errors += failed
