@@ -35,12 +35,13 @@ from streams import topics as T
 from streams.emit import headers_for
 from streams.observe.projection import PlanProjection, WorkerView
 from streams.observe.prom import ObserveMetrics
+from streams.observe.rollouts import RolloutGauges, RolloutView
 from streams.observe.windows import WindowStage, from_avro, replay_from, to_avro
 
 log = logging.getLogger("devline.observe")
 
 GROUP = "devline-observe"
-INPUTS = (T.EVENTS, T.METRICS, T.WORKERS)
+INPUTS = (T.EVENTS, T.METRICS, T.WORKERS, T.ROLLOUTS)
 HEARTBEAT_LOOKBACK_MS = 20_000
 TICK_MS = 1_000
 COMMIT_S = 5.0
@@ -64,6 +65,8 @@ class ObserveService:
         self.windows = WindowStage(self.specs, idle_ms=idle_ms)
         self.lag: dict[str, int] = {}
         self.metrics = ObserveMetrics(self.plans, self.workers, lambda: dict(self.lag))
+        self.rollouts = RolloutView()
+        self.metrics.registry.register(RolloutGauges(self.rollouts))
         self.caught_up = asyncio.Event()
         self.caught_up_s: float | None = None
         self.publish: Publish | None = None  # set by the web layer when a hub is mounted
@@ -120,6 +123,7 @@ class ObserveService:
         c.assign([tp for tps in parts.values() for tp in tps])
         now = self.now_ms()
         await c.seek_to_beginning(*parts[T.EVENTS])
+        await c.seek_to_beginning(*parts[T.ROLLOUTS])
         if self.from_beginning:
             await c.seek_to_beginning(*parts[T.METRICS])
         else:
@@ -220,6 +224,12 @@ class ObserveService:
             self.workers.point(value, rec.timestamp)
             closed = self.windows.add(value, rec.timestamp)
             self._emit(closed)
+        elif topic == T.ROLLOUTS and rec.key:
+            plan = rec.key.decode("utf-8", "replace")
+            if self.rollouts.record(plan, event_type, value, int(rec.timestamp)):
+                view = self.rollouts.view(plan, int(rec.timestamp))
+                if view is not None:
+                    self._publish(f"rollout:{plan}", view)
         elif (topic == T.WORKERS and event_type == "WorkerHeartbeat"
               and self.workers.heartbeat(value, rec.timestamp)):
             self._publish("workers", self.workers.snapshot())

@@ -31,6 +31,7 @@ def make_hub(service: ObserveService, tokens: Sequence[str] = (),
     hub.provide("metric:", lambda name: {"metric": name,
                                          "windows": service.windows.latest(name)})
     hub.provide("workers", lambda _rest: service.workers.snapshot())
+    hub.provide("rollout:", lambda plan: service.rollouts.view(plan, service.now_ms()))
     service.publish = hub.publish
     return hub
 
