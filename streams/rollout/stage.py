@@ -102,8 +102,12 @@ class RolloutStage:
                                          **s.kafka_common())
         rollouts = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
                                     fetch_max_wait_ms=50, **s.kafka_common())
+        # A static member: a restarted stage (one per prefix) takes the partitions back at
+        # once instead of waiting out the killed one's session.
         events = AIOKafkaConsumer(s.topic(T.EVENTS), bootstrap_servers=s.bootstrap,
                                   group_id=s.group("devline-rollouts"),
+                                  group_instance_id=s.group("devline-rollouts-stage"),
+                                  session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
                                   enable_auto_commit=False, auto_offset_reset="earliest",
                                   fetch_max_wait_ms=50, **s.kafka_common())
         await self.producer.start()
