@@ -10,12 +10,13 @@ import json
 import time
 from typing import Any
 
+from agents.integration.report import shard_error, to_rerun, verdict
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.client import send_raw
 from streams.emit import headers_for, now_ms
-from streams.tester import TestWorker, shard_error, to_rerun, verdict
+from streams.tester import TestWorker
 from tests.harness import events, raw_records
 
 OPS = """\
