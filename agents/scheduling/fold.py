@@ -29,28 +29,36 @@ from typing import Any, cast
 from agents.integration.discovery import is_pytest_module
 from agents.scheduling import blame as B
 from agents.scheduling import fixes
+from agents.scheduling import gate as G
 from agents.scheduling import integration as I
 from agents.scheduling import release as R
+from agents.scheduling.base import (  # the vocabulary, re-exported as F.DONE etc.
+    DEAD,
+    DISPATCHED,
+    DONE,
+    ERRORS_KEPT,
+    FAILED,
+    OUTPUT_KEPT,
+    PLAN_DONE,
+    READY,
+    REDRIVE,
+    REJECTED,
+    RETRY_WAIT,
+    RUNNING,
+    STALLED,
+    WAITING,
+    count_checks,
+    newer,
+    plan_done_command,
+    qa_summary,
+)
 from agents.scheduling.model import (
     Cmd,
     Command,
     PlanHeader,
-    PlanStatus,
     TaskRecord,
     TaskSpec,
-    TaskStatus,
 )
-
-# Statuses under their short names (the fold's vocabulary; values are plain strings).
-WAITING, READY, DISPATCHED = TaskStatus.WAITING, TaskStatus.READY, TaskStatus.DISPATCHED
-FAILED, RETRY_WAIT, DONE, DEAD = (TaskStatus.FAILED, TaskStatus.RETRY_WAIT, TaskStatus.DONE,
-                                  TaskStatus.DEAD)
-RUNNING, PLAN_DONE, STALLED, REJECTED = (PlanStatus.RUNNING, PlanStatus.DONE,
-                                         PlanStatus.STALLED, PlanStatus.REJECTED)
-
-REDRIVE = "redrive"  # reason prefix of a TaskRetryScheduled that revives a dead task
-ERRORS_KEPT = 10     # failure fingerprints kept per task (no-progress needs the last k)
-OUTPUT_KEPT = 2000   # characters of a failure's output kept for a decision after a restart
 
 Task = TaskRecord
 
@@ -71,11 +79,6 @@ class PlanState:
     def task(self, task_id: str) -> TaskRecord | None:
         value = self.tasks.get(task_id)
         return cast("TaskRecord | None", value)
-
-
-def _newer(record: Any, seq: int) -> bool:
-    """True when `record` has not yet seen the event at `seq` (so the event may change it)."""
-    return int(record.get("seq", -1)) < seq
 
 
 def new_task(spec: TaskSpec, dependents: list[str], seq: int) -> TaskRecord:
@@ -99,40 +102,10 @@ def _spec(raw: dict[str, Any]) -> TaskSpec:
             "brief": raw.get("brief")}
 
 
-def _qa_summary(qa: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What a task keeps of its verdict: the chain, and checks run / skipped by name."""
-    if not qa:
-        return None
-    checks = qa.get("checks") or []
-    return {"chain": qa.get("chain"), "ms": int(qa.get("duration_ms") or 0),
-            "ran": [c["name"] for c in checks if c["status"] not in ("skipped",)],
-            "skipped": [c["name"] for c in checks if c["status"] == "skipped"]}
-
-
-def _count_checks(h: dict[str, Any], qa: dict[str, Any] | None) -> None:
-    """Header counters of QA work: checks run and skipped, versions that failed."""
-    if not qa:
-        return
-    checks = qa.get("checks") or []
-    h["qa_checks"] = int(h.get("qa_checks") or 0) + sum(
-        1 for c in checks if c["status"] != "skipped")
-    h["qa_skipped"] = int(h.get("qa_skipped") or 0) + sum(
-        1 for c in checks if c["status"] == "skipped")
-    h["qa_ms"] = int(h.get("qa_ms") or 0) + int(qa.get("duration_ms") or 0)
-    if not qa.get("passed"):
-        h["qa_failed"] = int(h.get("qa_failed") or 0) + 1
-
-
-def _plan_done_command(h: dict[str, Any], fresh: bool) -> list[Command]:
-    if h.get("status") == PLAN_DONE and not h.get("reported"):
-        return [Command(Cmd.PLAN_DONE, h["plan_id"], fresh=fresh)]
-    return []
-
-
 # -- handlers: (state, event, seq) -> commands ------------------------------------------
 def _accepted(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     h = state.header
-    if not h or (h.get("status") == REJECTED and _newer(h, seq)):
+    if not h or (h.get("status") == REJECTED and newer(h, seq)):
         h.clear()  # a rejected plan id may be submitted again
         header: PlanHeader = {
             "plan_id": ev["plan_id"], "project": ev["project"], "name": ev["name"],
@@ -160,7 +133,7 @@ def _accepted(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         return []
     commands = [Command(Cmd.RELEASE, h["plan_id"], tid, fresh=h.get("accepted_seq") == seq)
                 for tid, task in state.tasks.items() if task["status"] == READY]
-    return commands + _plan_done_command(h, h.get("accepted_seq") == seq)
+    return commands + plan_done_command(h, h.get("accepted_seq") == seq)
 
 
 def _rejected(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
@@ -200,7 +173,7 @@ def _dispatched(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]
     if task is None:
         return []
     fresh = False
-    if _newer(task, seq) and task["status"] == READY and task["attempt"] == ev["attempt"]:
+    if newer(task, seq) and task["status"] == READY and task["attempt"] == ev["attempt"]:
         task.update({"status": DISPATCHED, "dispatch_id": ev["dispatch_id"],
                      "worker_id": ev["worker_id"], "partition": ev["partition"], "seq": seq})
         state.tasks[tid] = task
@@ -222,26 +195,26 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         R.rerun(task, seq)
         state.tasks[tid] = task
         return [Command(Cmd.RELEASE, h["plan_id"], tid)]
-    if _newer(task, seq) and task["status"] != DONE:
+    if newer(task, seq) and task["status"] != DONE:
         R.before_done(task, ev, seq)
         task.update({"status": DONE, "content_hash": ev["content_hash"],
                      "size": int(ev.get("size") or 0), "cache_key": ev["cache_key"],
                      "cached": bool(ev.get("cached")), "completed_at": ev["finished_at"],
                      "worker_id": ev["worker_id"], "seq": seq,
-                     "qa": _qa_summary(ev.get("qa")) or task.get("qa")})
+                     "qa": qa_summary(ev.get("qa")) or task.get("qa")})
         state.tasks[tid] = task
         fresh = True
     if task["status"] != DONE:
         return []
     by_this_event = task["seq"] == seq  # this event is the one that finished the task
     reruns = R.dependents_to_rerun(state, task, seq) if by_this_event else []
-    if by_this_event and _newer(h, seq):
+    if by_this_event and newer(h, seq):
         h["done"] += 1 - sum(1 for d in reruns if d[1] == DONE)
         h["cache_hits" if task["cached"] else "executor_runs"] += 1
         h["tokens"] += int(ev.get("tokens") or 0)
         h["cost"] += float(ev.get("cost") or 0.0)
         h["reruns"] = int(h.get("reruns") or 0) + len(reruns)
-        _count_checks(h, ev.get("qa"))
+        count_checks(h, ev.get("qa"))
         if h["done"] == h["total"] and h["status"] not in (PLAN_DONE, I.TESTING):
             if I.wanted(h):  # every file verified: the plan's tests run next
                 integ = h.get("integration") or {}
@@ -257,7 +230,7 @@ def _completed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         commands += [Command(Cmd.RELEASE, h["plan_id"], t, fresh=fresh)
                      for t in B.unblock(state, task, tid, seq)]
     return (commands + _count_for_dependents(state, task, seq, fresh) + I.commands(h, fresh)
-            + _plan_done_command(h, fresh))
+            + plan_done_command(h, fresh))
 
 
 def _count_for_dependents(state: PlanState, task: Any, seq: int, fresh: bool
@@ -271,7 +244,7 @@ def _count_for_dependents(state: PlanState, task: Any, seq: int, fresh: bool
         dependent = state.task(dep_id)
         if dependent is None:
             continue
-        if counted_here and _newer(dependent, seq) and dependent["status"] == WAITING:
+        if counted_here and newer(dependent, seq) and dependent["status"] == WAITING:
             dependent["remaining"] -= 1
             if dependent["remaining"] == 0:
                 dependent["status"] = READY
@@ -280,52 +253,6 @@ def _count_for_dependents(state: PlanState, task: Any, seq: int, fresh: bool
         if dependent["status"] == READY:
             commands.append(Command(Cmd.RELEASE, h["plan_id"], dep_id, fresh=fresh))
     return commands
-
-
-def _integration_started(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
-    h = state.header
-    newer = _newer(h, seq)
-    if not I.started(h, ev, newer):
-        return []
-    if newer:
-        h["seq"] = seq
-    return [Command(Cmd.SEND_SHARDS, h["plan_id"], fresh=newer, data={"event": ev})]
-
-
-def _integration_result(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
-    h = state.header
-    fresh = False
-    if _newer(h, seq) and I.shard_reported(h, ev):
-        outcome, reopen = I.finish(h, dict(state.tasks.items()), int(ev["at"]))
-        if outcome == "done":
-            h["status"] = PLAN_DONE
-            h["completed_at"] = ev["at"]
-        elif outcome == "fix":
-            h["done"] -= len(reopen)
-        h["integration"] = {**h["integration"], "finished_seq": seq}
-        h["seq"] = seq
-        fresh = True
-    elif _newer(h, seq):
-        h["seq"] = seq
-        fresh = True
-    commands = [Command(Cmd.RECORD_TESTS, h["plan_id"], fresh=fresh, data={"event": ev})]
-    integ = h.get("integration") or {}
-    if integ.get("finished_seq") == seq:
-        # Reopen the files the failures point at (those a crash cut off, on redelivery).
-        for tid in integ.get("reopened") or []:
-            task = state.task(tid)
-            if task is None:
-                continue
-            if _newer(task, seq) and task["status"] == DONE:
-                failure = I.failure_for(tid, dict(task), h)
-                task.update({"status": FAILED, "last_failure": failure, "seq": seq,
-                             "errors": (task["errors"] + [failure["fingerprint"]])[
-                                 -ERRORS_KEPT:]})
-                fixes.record_failure(cast("dict[str, Any]", task), failure)
-                state.tasks[tid] = task
-            if task["status"] == FAILED and task["seq"] == seq:
-                commands.append(Command(Cmd.DECIDE_FAILURE, h["plan_id"], tid, fresh=fresh))
-    return commands + I.commands(h, fresh) + _plan_done_command(h, fresh)
 
 
 def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
@@ -337,7 +264,7 @@ def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     fresh = False
     superseded = bool(ev.get("dispatch_id") and task["dispatch_id"]
                       and ev["dispatch_id"] != task["dispatch_id"])
-    if (_newer(task, seq) and task["status"] in (DISPATCHED, READY) and not superseded
+    if (newer(task, seq) and task["status"] in (DISPATCHED, READY) and not superseded
             and task["attempt"] == ev["attempt"]):
         task["status"] = FAILED
         task["errors"] = (task["errors"] + [ev["fingerprint"]])[-ERRORS_KEPT:]
@@ -358,42 +285,22 @@ def _failed(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     blocked_here = task["seq"] == seq and task["status"] == WAITING and task.get("blocked_on")
     target = state.task(str(task.get("blocked_on"))) if blocked_here else None
     reopen = target is not None and (target.get("reopened_seq") == seq or (
-        _newer(target, seq) and target["status"] == DONE))
-    if task["seq"] == seq and fixes.is_qa_failure(ev) and _newer(h, seq):
-        _count_checks(h, ev.get("qa"))
+        newer(target, seq) and target["status"] == DONE))
+    if task["seq"] == seq and fixes.is_qa_failure(ev) and newer(h, seq):
+        count_checks(h, ev.get("qa"))
         h["executor_runs"] += 1  # the executor ran; its file failed the checks
         if reopen:
             h["done"] -= 1
         h["seq"] = seq
     commands = []
     if target is not None:
-        return _blame(state, tid, task, str(task["blocked_on"]), target, ev, seq, fresh)
+        return G.blame_target(state, tid, task, str(task["blocked_on"]), target, ev, seq, fresh)
     last = task["last_failure"] or {}
     if task["status"] == FAILED and last.get("attempt") == ev["attempt"]:
         commands.append(Command(Cmd.DECIDE_FAILURE, h["plan_id"], tid, fresh=fresh))
     if task.get("counted_seq") == seq:  # released as written: its dependents may start
         commands += _count_for_dependents(state, task, seq, fresh)
     return commands
-
-
-def _blame(state: PlanState, tid: str, task: Any, target_id: str, target: Any,
-           ev: dict[str, Any], seq: int, fresh: bool) -> list[Command]:
-    """The module a test file's failures point at: reopened (if verified) with the test's
-    evidence, so it gets a fix task; the test file waits for it."""
-    if _newer(target, seq):
-        if target["status"] == DONE:
-            failure = B.reopen_failure(target_id, target, task, ev)
-            target.update({"status": FAILED, "last_failure": failure,
-                           "errors": (target["errors"] + [failure["fingerprint"]])[
-                               -ERRORS_KEPT:]})
-            fixes.record_failure(cast("dict[str, Any]", target), failure)
-            target["reopened_seq"] = seq
-        B.note_blocked(target, tid)
-        target["seq"] = seq
-        state.tasks[target_id] = target
-    if target["status"] == FAILED and target.get("reopened_seq") == seq:
-        return [Command(Cmd.DECIDE_FAILURE, state.header["plan_id"], target_id, fresh=fresh)]
-    return []
 
 
 def _retry_scheduled(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
@@ -403,7 +310,7 @@ def _retry_scheduled(state: PlanState, ev: dict[str, Any], seq: int) -> list[Com
         return []
     h = state.header
     fresh = False
-    if _newer(task, seq) and ev["attempt"] == task["attempt"] + 1:
+    if newer(task, seq) and ev["attempt"] == task["attempt"] + 1:
         revive = task["status"] == DEAD and ev["reason"].startswith(REDRIVE)
         if revive or task["status"] == FAILED:
             if revive:
@@ -419,12 +326,12 @@ def _retry_scheduled(state: PlanState, ev: dict[str, Any], seq: int) -> list[Com
                          "seq": seq})
             state.tasks[tid] = task
             fresh = True
-    if task["seq"] == seq and ev.get("kind") == "fix" and _newer(h, seq):
+    if task["seq"] == seq and ev.get("kind") == "fix" and newer(h, seq):
         h["fixes"] = int(h.get("fixes") or 0) + 1
         h["seq"] = seq
     revived_here = (task["seq"] == seq and ev["reason"].startswith(REDRIVE)
                     and task["attempt_base"] == ev["attempt"] - 1)
-    if revived_here and _newer(h, seq):
+    if revived_here and newer(h, seq):
         h["dead"] -= 1
         if h["dead"] == 0:
             h["status"] = RUNNING
@@ -442,7 +349,7 @@ def _ready(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
     if task is None:
         return []
     fresh = False
-    if (_newer(task, seq) and task["status"] in (RETRY_WAIT, DISPATCHED)
+    if (newer(task, seq) and task["status"] in (RETRY_WAIT, DISPATCHED)
             and task["attempt"] == ev["attempt"]):
         task.update({"status": READY, "kind": ev["kind"], "seq": seq, "stale_seq": None})
         state.tasks[tid] = task
@@ -459,13 +366,13 @@ def _dead(state: PlanState, ev: dict[str, Any], seq: int) -> list[Command]:
         return []
     h = state.header
     fresh = False
-    if _newer(task, seq) and task["status"] not in (DONE, DEAD):
+    if newer(task, seq) and task["status"] not in (DONE, DEAD):
         task.update({"status": DEAD, "seq": seq})
         state.tasks[tid] = task
         fresh = True
     if task["status"] != DEAD:
         return []
-    if task["seq"] == seq and _newer(h, seq):
+    if task["seq"] == seq and newer(h, seq):
         h["dead"] += 1
         h["status"] = STALLED
         h["seq"] = seq
@@ -510,8 +417,8 @@ HANDLERS: dict[str, Handler] = {
     "TaskRedriveRequested": _redrive_requested,
     "PlanCompleted": _reported,
     "PlanRetired": _retired,
-    "IntegrationStarted": _integration_started,
-    "IntegrationResult": _integration_result,
+    "IntegrationStarted": G.integration_started,
+    "IntegrationResult": G.integration_result,
 }
 
 
