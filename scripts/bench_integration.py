@@ -40,14 +40,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bench_pipeline import BenchError as PipelineBenchError
+from bench_pipeline import run_plan as follow_plan
 from bench_shards import planted_durations
 
-from agents.planning import plan_record
 from devline.launch import running
 from devline.settings import Settings
-from schemas.codec import Codec
-from streams import topics as T
-from streams.client import produce, records
 from streams.topics import create_topics, delete_prefixed_topics
 
 RATIO_BAR = 1.15
@@ -95,31 +93,11 @@ def build_plan(tests: dict[str, str], name: str) -> dict[str, Any]:
 # -- one pipeline run -----------------------------------------------------------------
 async def run_plan(settings: Settings, plan: dict[str, Any], quiet: float) -> list[Event]:
     """Submit the plan, follow the event log until it completes; its events in log order."""
-    record = plan_record(plan)
-    plan_id = record["plan_id"]
-    await produce(settings, T.PLANS, "PlanSubmitted", record, key=plan_id)
-    codec = Codec.from_settings(settings)
-    loop = asyncio.get_running_loop()
     out: list[Event] = []
     try:
-        async with asyncio.timeout(quiet) as silence:
-            async for r in records(settings, T.EVENTS, follow=True):
-                try:
-                    kind, value = codec.decode(r.value or b"")
-                except Exception:  # noqa: S112 - not ours to judge here
-                    continue
-                if value.get("plan_id") != plan_id:
-                    continue
-                out.append((r, kind, value))
-                silence.reschedule(loop.time() + quiet)
-                if kind == "PlanRejected":
-                    raise BenchError(f"plan {plan['name']} rejected: {value['reason']}")
-                if kind == "PlanCompleted":
-                    break
-    except TimeoutError:
-        kinds = sorted({k for _, k, _ in out})
-        raise BenchError(f"plan {plan['name']} stalled: no event for {quiet:.0f}s "
-                         f"(seen {kinds})") from None
+        await follow_plan(settings, plan, out, quiet)
+    except PipelineBenchError as exc:
+        raise BenchError(f"plan {plan['name']}: {exc}") from None
     return sorted(out, key=lambda e: (e[0].partition, e[0].offset))
 
 

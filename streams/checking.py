@@ -20,7 +20,7 @@ from typing import Any
 
 from agents.context import interface_of
 from agents.integration import TestOutcome, attribute
-from agents.qa import CheckResult, CheckStatus, QAConfig, Verdict, check_file
+from agents.qa import CheckResult, QAConfig, Verdict, check_file
 from agents.scheduling.fixes import EVIDENCE_MAX, QA_ERROR
 from agents.types import FixContext, WorkItem
 from devline.errors import ConfigError, ExecutorError
@@ -62,11 +62,15 @@ class Checker:
         spec = raw.get("qa")
         if not spec or spec.get("chain") == "off":
             return None
-        wanted = {c.path: c.content_hash for c in item.context if c.content_hash}
-        wanted.update({f["path"]: f["content_hash"] for f in spec.get("files") or []})
+        # Dependencies the executor's context already holds whole are not read again.
+        files = {c.path: c.content for c in item.context if c.content is not None}
+        wanted = {c.path: c.content_hash for c in item.context
+                  if c.content is None and c.content_hash}
+        wanted.update({f["path"]: f["content_hash"] for f in spec.get("files") or []
+                       if f["path"] not in files})
         wanted.pop(item.path, None)
         texts = await asyncio.gather(*(self._text(h, p) for p, h in wanted.items()))
-        files = dict(zip(wanted, texts, strict=True))
+        files.update(zip(wanted, texts, strict=True))
         files[item.path] = content
         previous = (await self._text(spec["previous_hash"], f"the last verified {item.path}")
                     if spec.get("previous_hash") else None)
@@ -142,10 +146,6 @@ def qa_failure(verdict: Verdict) -> ExecutorError:
     return ExecutorError(str(evidence.get("summary") or "checks failed"), retryable=True,
                          error_type=QA_ERROR,
                          output=_bounded(str(evidence.get("output") or ""), EVIDENCE_MAX))
-
-
-def skipped(verdict: Verdict) -> list[str]:
-    return [c.name for c in verdict.checks if c.status == CheckStatus.SKIPPED]
 
 
 def _bounded(text: str, limit: int) -> str:

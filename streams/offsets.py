@@ -73,6 +73,17 @@ class OffsetBook:
         return points
 
 
+async def commit_finished(consumer: Any, book: OffsetBook, what: str) -> None:
+    """Commit, per partition, past the longest run of finished offsets. A failure (a
+    rebalance took the partition) is logged: the partition's next owner redoes the rest."""
+    offsets = book.commit_points()
+    if offsets:
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:
+            log.warning("commit failed (%s); %s will be redelivered", exc, what)
+
+
 class RebalanceListener(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker

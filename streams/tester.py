@@ -43,7 +43,7 @@ from schemas.codec import Codec
 from streams import topics as T
 from streams.artifacts import ArtifactError, checked_digest
 from streams.emit import dead_letter_headers, headers_for, new_id, now_ms, stored_by_reference
-from streams.offsets import OffsetBook
+from streams.offsets import OffsetBook, commit_finished
 from streams.retrying import until_done
 
 R = TypeVar("R")
@@ -177,12 +177,7 @@ class TestWorker:
     async def commit(self) -> None:
         """Commit, per partition, past the longest run of finished offsets."""
         assert self.consumer is not None
-        offsets = self.offsets.commit_points()
-        if offsets:
-            try:
-                await self.consumer.commit(offsets)
-            except Exception as exc:  # a rebalance took the partition: its owner redoes it
-                log.warning("commit failed (%s); shards will be redelivered", exc)
+        await commit_finished(self.consumer, self.offsets, "shards")
 
     async def _drain(self) -> None:
         if self.running:

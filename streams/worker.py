@@ -31,7 +31,7 @@ from streams import topics as T
 from streams.checking import Checker, metric_points, qa_failure
 from streams.claims import resolve_item
 from streams.emit import dead_letter_headers, now_ms, stored_by_reference
-from streams.offsets import OffsetBook, RebalanceListener
+from streams.offsets import OffsetBook, RebalanceListener, commit_finished
 from streams.outbox import Outbox
 from streams.results import Results
 from streams.staleness import StalenessProbe
@@ -195,12 +195,7 @@ class Worker:
     async def commit(self) -> None:
         """Commit, per partition, past the longest run of finished offsets."""
         assert self.consumer is not None
-        offsets = self.offsets.commit_points()
-        if offsets:
-            try:
-                await self.consumer.commit(offsets)
-            except Exception as exc:  # a rebalance took the partition: its owner redoes it
-                log.warning("commit failed (%s); records will be redelivered", exc)
+        await commit_finished(self.consumer, self.offsets, "records")
         if not self.running and self.state == "busy":
             self.state = "idle"
             await self.heartbeat()

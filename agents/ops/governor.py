@@ -46,19 +46,23 @@ class Suppressed:
     why: str
 
 
-def _direction(p: Proposal) -> tuple[str, int] | None:
-    """Return (family, +1/-1) for actions that can be undone, else None."""
-    match p.action:
+def direction(action: Action, params: Mapping[str, str]) -> tuple[str, int] | None:
+    """Return (family, +1/-1) for actions that can be undone, else None (also for a scale
+    without its from/to figures, e.g. one recorded by an older version)."""
+    match action:
         case Action.PAUSE_EXECUTOR:
             return "executor", 1
         case Action.RESUME_EXECUTOR:
             return "executor", -1
         case Action.SCALE:
-            up = int(p.params["replicas"]) > int(p.params["from"])
+            try:
+                up = int(params["replicas"]) > int(params["from"])
+            except (KeyError, ValueError):
+                return None
             return "scale", 1 if up else -1
         case Action.REPRIORITISE | Action.ROLLBACK:
             return None
-    raise AssertionError(p.action)
+    raise AssertionError(action)
 
 
 class Governor:
@@ -95,7 +99,7 @@ class Governor:
         cooldown = cfg.cooldown_s.get(Action(p.action), 0.0) * 1000
         if last is not None and now_ms - last < cooldown:
             return f"cooling down: {p.action} on {p.target} {(now_ms - last) / 1000:.0f}s ago"
-        way = _direction(p)
+        way = direction(p.action, p.params)
         if way is not None:
             change = self._changes.get((way[0], p.target))
             if (change is not None and change[0] != way[1]
@@ -119,7 +123,7 @@ class Governor:
     def _record(self, p: Proposal, now_ms: int) -> None:
         self._seen[p.decision_id] = now_ms
         self._last[(str(p.action), p.target)] = now_ms
-        way = _direction(p)
+        way = direction(p.action, p.params)
         if way is not None:
             self._changes[(way[0], p.target)] = (way[1], now_ms)
 

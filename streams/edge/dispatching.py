@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Any
 
 from agents.executors.config import Executors
+from agents.integration.discovery import is_test_file
 from agents.scheduling import fixes
 from agents.scheduling import fold as F
 from agents.scheduling.cache import cache_key
@@ -132,7 +133,7 @@ class DispatchLoop:
         if chain == "off":
             return None
         files: list[dict[str, str]] = []
-        if is_test_path(task["spec"]["path"]):
+        if is_test_file(task["spec"]["path"]):
             direct = set(task["spec"]["depends_on"])
             for dep in transitive(state, task["spec"]["task_id"], QA_FILES_MAX):
                 record = state.tasks[dep]
@@ -190,13 +191,6 @@ class DispatchLoop:
                 else "failed"
         await self.post(state, task_id, outcome=outcome,
                         retry_after_s=record.get("retry_after_s") if outcome else None)
-
-
-def is_test_path(path: str) -> bool:
-    """A test file by the usual conventions (pytest's and node's)."""
-    name = path.rsplit("/", 1)[-1]
-    return (name.startswith("test_") or name.endswith(("_test.py", ".test.js", ".test.mjs",
-            ".test.ts", ".spec.js", ".spec.ts")))
 
 
 def transitive(state: PlanState, task_id: str, limit: int) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from agents.ops import Action, Decision
+from agents.ops.governor import direction
 
 # What `Decision.to_record` folds into `params`; the rest are the action's own parameters.
 META = ("target", "rule", "evidence", "acted", "dry_run")
@@ -30,22 +31,6 @@ def decision_of(record: Mapping[str, Any]) -> Decision | None:
                     params.get("acted") == "true", record.get("plan_id"))
 
 
-def _direction(d: Decision) -> tuple[str, int] | None:
-    """(family, +1/-1) of a change that can be undone, as the governor counts them."""
-    match d.action:
-        case Action.PAUSE_EXECUTOR:
-            return "executor", 1
-        case Action.RESUME_EXECUTOR:
-            return "executor", -1
-        case Action.SCALE:
-            try:
-                up = int(d.params["replicas"]) > int(d.params["from"])
-            except (KeyError, ValueError):
-                return None
-            return "scale", 1 if up else -1
-        case Action.REPRIORITISE | Action.ROLLBACK:
-            return None
-    raise AssertionError(d.action)
 
 
 def governor_state(decisions: Iterable[Decision]) -> dict[str, Any]:
@@ -57,7 +42,7 @@ def governor_state(decisions: Iterable[Decision]) -> dict[str, Any]:
     for d in sorted(decisions, key=lambda d: d.at):
         seen[d.decision_id] = d.at
         last[(str(d.action), d.target)] = d.at
-        way = _direction(d)
+        way = direction(d.action, d.params)
         if way is not None:
             changes[(way[0], d.target)] = (way[1], d.at)
     return {"seen": seen, "last": [[a, t, at] for (a, t), at in last.items()],
