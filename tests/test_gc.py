@@ -178,7 +178,7 @@ def aged(request: pytest.FixtureRequest, tmp_path: Path) -> Aged:
                     b.keys[k].last_modified = datetime.datetime.now(datetime.UTC) - \
                         datetime.timedelta(days=days)
                     return
-        pytest.skip("moto runs out of this process: LastModified cannot be aged")
+        pytest.fail("moto runs out of this process: LastModified cannot be aged here")
 
     return Aged(s3, age_s3)
 
