@@ -154,8 +154,7 @@ def status(ctx: typer.Context, plan: PlanArg,
 
 def rollouts(ctx: typer.Context, config: Annotated[Path | None, typer.Option(
         "--config", envvar="DEVLINE_ROLLOUT_CONFIG",
-        help="Deploy targets, metric sources, rules and judge (YAML or JSON) "
-        "(env DEVLINE_ROLLOUT_CONFIG)")] = None) -> None:
+        help="Deploy targets, metric sources, rules and judge (YAML or JSON)")] = None) -> None:
     """Run the rollout stage: start rollouts of completed plans, fold and carry them out."""
     from streams.rollout.config import RolloutConfig
     from streams.rollout.stage import serve

@@ -43,6 +43,7 @@ def run(
         min=0, max=64, help=env_help("test_workers", "Test worker processes (integration "
                                      "test shards run on them in parallel)"))] = None,
     observe: Annotated[int, typer.Option(
+        min=0, max=65535,
         help="Also serve the read side (/metrics, /healthz, /ws) on this port; 0: not",
         envvar="DEVLINE_OBSERVE_PORT")] = 0,
     rollouts: Annotated[bool, typer.Option(
@@ -180,6 +181,7 @@ def demo(
     workers: Annotated[int, typer.Option(help="Worker processes")] = 4,
     workspace: Annotated[Path, typer.Option(help="Where files are written")] = Path("devline-out"),
     observe_port: Annotated[int, typer.Option(
+        min=0, max=65535,
         help="Port of the read side and dashboard during the run; 0: none")] = 8787,
     rollout: Annotated[bool, typer.Option(
         help="Roll the plan out as a canary afterwards (a healthy revision, then a bad one "
