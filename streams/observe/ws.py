@@ -45,17 +45,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import itertools
 import json
 import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
+
+from streams.observe.channels import (
+    Channel,
+    Client,
+    Counters,
+    Event,
+    Item,
+    channel_of,
+    names,
+)
 
 log = logging.getLogger("devline.observe.ws")
 
@@ -67,95 +75,6 @@ MAX_SUBSCRIPTIONS = 256  # per client: bounds its pending resync notices too
 MAX_CHANNEL_CHARS = 256
 MAX_INBOUND_BYTES = 64 * 1024  # clients only send small ops
 CLOSE_TIMEOUT_S = 5.0  # for a peer to answer our close frame before the socket is cut
-
-
-def _encode(message: dict[str, Any]) -> str:
-    # allow_nan=False: a NaN would make the browser's JSON.parse drop the whole frame
-    return json.dumps(message, separators=(",", ":"), allow_nan=False)
-
-
-@dataclass(slots=True, eq=False)
-class _Event:
-    """One published delta, encoded at most once whatever the number of subscribers."""
-
-    channel: str
-    seq: int
-    data: dict[str, Any]
-    _frame: str | None = None
-
-    def frame(self) -> str:
-        if self._frame is None:
-            try:
-                self._frame = _encode(
-                    {"type": "event", "channel": self.channel, "seq": self.seq, "data": self.data}
-                )
-            except (TypeError, ValueError):
-                log.exception("event %d of %s is not JSON", self.seq, self.channel)
-                self._frame = _encode(
-                    {"type": "error", "message": f"event {self.seq} is not JSON",
-                     "channel": self.channel}
-                )
-        return self._frame
-
-
-@dataclass(slots=True, eq=False)
-class _Channel:
-    # Lives as long as the hub once published to: its seq must never restart while the
-    # hub runs. Their number is that of the plans, metrics and rollouts of this process.
-    replay: deque[_Event]
-    seq: int = 0
-    subscribers: set[_Client] = field(default_factory=set)
-
-    def since(self, seq: int) -> list[_Event] | None:
-        """Return the events after `seq`, or None when some are no longer kept."""
-        missed = self.seq - seq
-        if missed < 0 or missed > len(self.replay):
-            return None
-        return list(itertools.islice(self.replay, len(self.replay) - missed, None))
-
-
-_Item = _Event | dict[str, Any]
-
-
-@dataclass(slots=True, eq=False)
-class _Client:
-    ws: web.WebSocketResponse
-    peer: str
-    last_seen: float
-    last_beat: float
-    transport: asyncio.Transport | None = None
-    queue: deque[_Item] = field(default_factory=deque)
-    subs: set[str] = field(default_factory=set)
-    resync: dict[str, None] = field(default_factory=dict)  # ordered set of notices to send
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    sending_since: float | None = None
-    pump: asyncio.Task[None] | None = None
-    closer: asyncio.Task[None] | None = None
-
-    def next_frame(self) -> str | None:
-        if self.resync:
-            channel = next(iter(self.resync))
-            del self.resync[channel]
-            return _encode({"type": "resync_required", "channel": channel})
-        if not self.queue:
-            return None
-        item = self.queue.popleft()
-        if isinstance(item, _Event):
-            return item.frame()
-        try:
-            return _encode(item)
-        except (TypeError, ValueError):
-            log.exception("%s frame for %s is not JSON", item.get("type"), item.get("channel"))
-            return _encode({"type": "error", "message": "snapshot is not JSON",
-                            "channel": item.get("channel")})
-
-
-@dataclass(slots=True)
-class _Counters:
-    dropped_slow: int = 0
-    dropped_idle: int = 0
-    dropped_dead: int = 0  # no pong to a protocol ping: aiohttp closed it (1006)
-    resyncs: int = 0
 
 
 class Hub:
@@ -186,9 +105,9 @@ class Hub:
         self._tick_s = max(0.01, min(1.0, heartbeat_s / 4, idle_timeout_s / 4))
         self.epoch = secrets.token_hex(8)
         self._providers: dict[str, Snapshot] = {}
-        self._channels: dict[str, _Channel] = {}
-        self._clients: set[_Client] = set()
-        self._counters = _Counters()
+        self._channels: dict[str, Channel] = {}
+        self._clients: set[Client] = set()
+        self._counters = Counters()
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
         if not self._tokens:
@@ -208,7 +127,7 @@ class Hub:
         """
         ch = self._channel(channel)
         ch.seq += 1
-        event = _Event(channel, ch.seq, data)
+        event = Event(channel, ch.seq, data)
         ch.replay.append(event)
         overflowed = [c for c in ch.subscribers if not self._offer(c, event)]
         for client in overflowed:
@@ -267,7 +186,7 @@ class Hub:
         if not ws.can_prepare(request).ok:
             return web.Response(status=400, text="WebSocket upgrade expected")
         now = self._clock()
-        client = _Client(ws=ws, peer=peer, last_seen=now, last_beat=now,
+        client = Client(ws=ws, peer=peer, last_seen=now, last_beat=now,
                          transport=request.transport)
         self._clients.add(client)  # before any await: max_clients holds under a burst
         self._start_ticker()
@@ -300,7 +219,7 @@ class Hub:
         # every token compared, in constant time each: timing tells nothing about which
         return any([hmac.compare_digest(given_b, t) for t in self._tokens])
 
-    async def _read(self, client: _Client) -> None:
+    async def _read(self, client: Client) -> None:
         ws = client.ws
         while True:
             msg = await ws.receive()
@@ -315,7 +234,7 @@ class Hub:
             elif msg.type is WSMsgType.BINARY:
                 self._reply(client, {"type": "error", "message": "text frames only"})
 
-    async def _pump(self, client: _Client) -> None:
+    async def _pump(self, client: Client) -> None:
         """Send the client's queue in order; the only task that sends data frames."""
         ws = client.ws
         while True:
@@ -330,7 +249,7 @@ class Hub:
                 finally:
                     client.sending_since = None
 
-    def _drop(self, client: _Client, code: int, reason: str) -> None:
+    def _drop(self, client: Client, code: int, reason: str) -> None:
         if client.closer is not None:
             return
         self._forget(client)
@@ -338,7 +257,7 @@ class Hub:
             client.pump.cancel()  # it may be stuck in a drain that never ends
         client.closer = asyncio.create_task(self._close_ws(client, code, reason))
 
-    async def _close_ws(self, client: _Client, code: int, reason: str) -> None:
+    async def _close_ws(self, client: Client, code: int, reason: str) -> None:
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await client.ws.close(code=code, message=reason.encode())
@@ -346,7 +265,7 @@ class Hub:
             if client.transport is not None:
                 client.transport.abort()
 
-    def _forget(self, client: _Client) -> None:
+    def _forget(self, client: Client) -> None:
         for channel in client.subs:
             self._leave(client, channel)
         client.subs.clear()
@@ -390,7 +309,7 @@ class Hub:
 
     # -- operations -----------------------------------------------------------------------
 
-    def _on_text(self, client: _Client, text: str) -> None:
+    def _on_text(self, client: Client, text: str) -> None:
         if client.closer is not None:
             return  # being dropped: read on only to see the close
         try:
@@ -426,7 +345,7 @@ class Hub:
             return
         self._subscribe(client, channel, since, epoch if isinstance(epoch, str) else None)
 
-    def _subscribe(self, client: _Client, channel: str, since: int | None,
+    def _subscribe(self, client: Client, channel: str, since: int | None,
                    epoch: str | None) -> None:
         found = self._provider(channel)
         if found is None:
@@ -447,7 +366,7 @@ class Hub:
             if missed is not None and len(missed) + len(client.queue) > self._queue_max:
                 missed = None
         if missed is not None:
-            items: list[_Item] = list(missed)
+            items: list[Item] = list(missed)
         else:
             try:
                 data = provider(rest)
@@ -479,7 +398,7 @@ class Hub:
 
     # -- queues ---------------------------------------------------------------------------
 
-    def _offer(self, client: _Client, item: _Item) -> bool:
+    def _offer(self, client: Client, item: Item) -> bool:
         """Queue a frame; False when the queue is full (the caller then overflows it)."""
         if len(client.queue) >= self._queue_max:
             return False
@@ -487,18 +406,18 @@ class Hub:
         client.wake.set()
         return True
 
-    def _reply(self, client: _Client, message: dict[str, Any]) -> None:
+    def _reply(self, client: Client, message: dict[str, Any]) -> None:
         """Queue a frame of no channel, making room by a resync when needed."""
         if not self._offer(client, message):
             self._overflow(client, None)
             self._offer(client, message)
 
-    def _overflow(self, client: _Client, channel: str | None) -> None:
+    def _overflow(self, client: Client, channel: str | None) -> None:
         """Clear a full queue; every channel that lost frames must be subscribed again."""
-        lost = {_channel_of(item) for item in client.queue}
+        lost = {channel_of(item) for item in client.queue}
         lost.add(channel)
         client.queue.clear()
-        for name in _names(lost):
+        for name in names(lost):
             if name in client.subs:
                 client.subs.discard(name)
                 self._leave(client, name)
@@ -506,30 +425,19 @@ class Hub:
                 self._counters.resyncs += 1
         client.wake.set()
 
-    def _channel(self, name: str) -> _Channel:
+    def _channel(self, name: str) -> Channel:
         ch = self._channels.get(name)
         if ch is None:
-            ch = self._channels[name] = _Channel(replay=deque(maxlen=self._replay_max))
+            ch = self._channels[name] = Channel(replay=deque(maxlen=self._replay_max))
         return ch
 
-    def _leave(self, client: _Client, channel: str) -> None:
+    def _leave(self, client: Client, channel: str) -> None:
         ch = self._channels.get(channel)
         if ch is None:
             return
         ch.subscribers.discard(client)
         if not ch.subscribers and ch.seq == 0:
             del self._channels[channel]  # subscribed to, never published: nothing to keep
-
-
-def _channel_of(item: _Item) -> str | None:
-    if isinstance(item, _Event):
-        return item.channel
-    channel = item.get("channel")
-    return channel if isinstance(channel, str) else None
-
-
-def _names(channels: Iterable[str | None]) -> list[str]:
-    return sorted(c for c in channels if c is not None)
 
 
 def _normal_origin(origin: str) -> str:
