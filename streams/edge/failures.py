@@ -7,12 +7,13 @@ so a decision made again after a crash is the same event, and the fold keeps one
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from agents.resilience.backoff import BackoffPolicy
 from agents.scheduling import fixes
 from agents.scheduling import fold as F
+from agents.scheduling.decisions import decide_failure
+from agents.scheduling.decisions import qa_fix_cap as qa_fix_cap  # where it used to live
 from agents.scheduling.fold import PlanState
 from agents.scheduling.model import decision_id
 from streams import topics as T
@@ -28,68 +29,27 @@ class Failures:
         self.policy = policy
 
     async def decide(self, state: PlanState, task_id: str) -> None:
-        """Retry with backoff, or dead-letter (out of attempts, not retryable, no progress)."""
+        """Retry with backoff, a fix task, or dead-letter (out of attempts, not retryable, no
+        progress): `agents.scheduling.decisions` decides, this publishes."""
         task = state.task(task_id)
-        if task is None or task["status"] != F.FAILED or not task["last_failure"]:
+        if task is None:
             return
-        failed = task["last_failure"]
-        plan_id = state.header["plan_id"]
-        attempt = int(failed["attempt"])
-        if fixes.is_qa_failure(failed):
-            await self._fix_or_escalate(state, task_id, task)
+        options = state.header.get("options") or {}
+        decision = decide_failure(state.header["plan_id"], options, task, self.policy,
+                                  self.p.settings.no_progress_repeats)
+        if decision is None:
             return
-        rng = random.Random(decision_id(plan_id, task_id, attempt, "jitter"))
-        decision = self.policy.decide(F.attempts_used(task), bool(failed["retryable"]),
-                                      failed["error"], rng=rng,
-                                      retry_after=failed.get("retry_after_s"))
-        reason = decision.reason
-        k = self.p.settings.no_progress_repeats
-        recent = task["errors"][-k:]
-        if decision.retry and len(recent) == k and len(set(recent)) == 1:
-            # The same error k times in a row: another attempt will not help.
-            reason = (f"no progress: the same error {k} times in a row "
-                      f"({failed['error'][:200]})")
-        elif decision.retry:
-            delay_ms = int(decision.delay * 1000)
-            await self.p.publish("TaskRetryScheduled", {
-                "event_id": decision_id(plan_id, task_id, attempt, "retry"),
-                "plan_id": plan_id, "task_id": task_id, "path": failed["path"],
-                "attempt": attempt + 1, "delay_ms": delay_ms,
-                "due_at": int(failed["finished_at"]) + delay_ms, "reason": decision.reason})
-            return
-        await self.p.publish("TaskDeadLettered", {
-            "event_id": decision_id(plan_id, task_id, attempt, "dead"), "plan_id": plan_id,
-            "task_id": task_id, "path": failed["path"], "attempts": attempt,
-            "reason": reason,
-            "fingerprint": failed["fingerprint"], "at": int(failed["finished_at"])})
-
-    async def _fix_or_escalate(self, state: PlanState, task_id: str, task: Any) -> None:
-        """A version that failed its checks: a fix task (no backoff: the executor did not
-        fail, the file did), or the dead-letter topic once fixes stop helping."""
-        failed = task["last_failure"]
-        plan_id = state.header["plan_id"]
-        attempt = int(failed["attempt"])
-        cap = qa_fix_cap(state.header.get("options") or {})
-        decision = fixes.decide(task, cap)
-        detach(await self.p.emit.metric("qa", "qa.fix_decisions", 1.0,
-                                 outcome="fix" if decision.fix else "escalate",
-                                 reverted="true" if decision.reverted else "false",
-                                 cause=str(failed.get("error_type"))))
-        if decision.fix:
-            if decision.reverted:
-                log.info("task %s/%s: fix attempt %d made it worse; reverted", plan_id,
-                         task_id, attempt)
-            await self.p.publish("TaskRetryScheduled", {
-                "event_id": decision_id(plan_id, task_id, attempt, "fix"),
-                "plan_id": plan_id, "task_id": task_id, "path": failed["path"],
-                "attempt": attempt + 1, "delay_ms": 0, "due_at": int(failed["finished_at"]),
-                "reason": decision.reason, "kind": "fix"})
-            return
-        await self.p.publish("TaskDeadLettered", {
-            "event_id": decision_id(plan_id, task_id, attempt, "dead"), "plan_id": plan_id,
-            "task_id": task_id, "path": failed["path"], "attempts": attempt,
-            "reason": decision.reason, "fingerprint": failed["fingerprint"],
-            "at": int(failed["finished_at"])})
+        if decision.fix is not None:  # a version that failed its checks
+            failed = task["last_failure"] or {}
+            fix = decision.fix
+            detach(await self.p.emit.metric("qa", "qa.fix_decisions", 1.0,
+                                     outcome="fix" if fix.fix else "escalate",
+                                     reverted="true" if fix.reverted else "false",
+                                     cause=str(failed.get("error_type"))))
+            if fix.fix and fix.reverted:
+                log.info("task %s/%s: fix attempt %s made it worse; reverted",
+                         state.header["plan_id"], task_id, failed.get("attempt"))
+        await self.p.publish(decision.event_type, decision.record)
 
     async def dead_letter(self, state: PlanState, task_id: str, data: dict[str, Any]) -> None:
         """A dead task read back: its failure to the DLQ (reason in headers), and the PM told.
@@ -139,12 +99,3 @@ class Failures:
             "reason": f"{F.REDRIVE}: {where} by {who}"})
         log.info("task %s/%s redriven as attempt %d (%s by %s)", plan_id, task_id,
                  task["attempt"] + 1, where, who)
-
-
-def qa_fix_cap(options: dict[str, str]) -> int:
-    """The plan's cap on fix attempts per file (`qa.fix_attempts`), default 3."""
-    raw = options.get("qa.fix_attempts")
-    try:
-        return max(0, int(raw)) if raw else fixes.FIX_ATTEMPTS
-    except ValueError:
-        return fixes.FIX_ATTEMPTS

@@ -26,6 +26,7 @@ from typing import Any
 from agents.executors.config import Executors
 from agents.resilience.backoff import BackoffPolicy
 from agents.scheduling import fold as F
+from agents.scheduling.decisions import failure_policy
 from agents.scheduling.dispatch import Dispatcher
 from agents.scheduling.events import invalid as invalid_event
 from devline.errors import DecodeError
@@ -51,7 +52,7 @@ PLAN_EVENTS = frozenset({
     "PlanAccepted", "PlanRejected", "TaskDispatched", "TaskCompleted", "TaskFailed",
     "TaskRetryScheduled", "TaskReady", "TaskDeadLettered", "TaskRedriveRequested",
     "PlanCompleted", "PlanRetired", "QAResult", "Escalation", "IntegrationStarted",
-    "IntegrationResult", "DeploymentEvent"})
+    "IntegrationResult", "DeploymentEvent", "RolloutFixRequested"})
 HEARTBEATS = frozenset({"WorkerHeartbeat"})
 RECONCILE_EVERY = 10  # ticks (seconds) between checks of the dispatcher against the tables
 
@@ -71,8 +72,7 @@ class Processor:
         self.dispatcher = Dispatcher(worker_timeout, new_id or (lambda: uuid.uuid4().hex))
         self.guard = GuardEdge(ports)
         self.executors = executors or Executors.from_file(s.executor_config)
-        self.failures = Failures(ports, policy or BackoffPolicy(
-            initial=1.0, max_interval=60.0, max_attempts=s.max_attempts))
+        self.failures = Failures(ports, policy or failure_policy(s.max_attempts))
         self.timers = RetryTimers()
         self.dispatch = DispatchLoop(ports, self.executors)
         self.integrating = Integrating(ports)
