@@ -6,14 +6,17 @@ import asyncio
 import logging
 import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from devline.envvars import env_name
 from devline.errors import BrokerUnavailable, DevlineError
-from devline.settings import Settings
+
+if TYPE_CHECKING:  # pydantic loads only for commands that build the settings
+    from devline.settings import Settings
 
 T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True)  # errors stay greppable, one line each
@@ -21,11 +24,16 @@ out = Console()
 
 
 def env_help(field: str, text: str) -> str:
-    return f"{text} (env {Settings.env_name(field)})"
+    return f"{text} (env {env_name(field)})"
 
 
 def settings_of(ctx: typer.Context) -> Settings:
-    obj = ctx.find_root().obj
+    from devline.settings import Settings
+
+    root = ctx.find_root()
+    if callable(root.obj):  # built on first use (devline.cli.main.main_options)
+        root.obj = root.obj()
+    obj = root.obj
     if not isinstance(obj, Settings):
         raise typer.Exit(2)
     return obj
