@@ -1,0 +1,125 @@
+"""The wire format from another language: examples/node-producer (avsc + kafkajs) submits
+plans that devline decodes, accepts or rejects, runs and writes, and reads the answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from devline.settings import Settings
+from schemas.codec import Codec
+from streams import topics as T
+from tests.harness import raw_records, running_pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "node-producer"
+
+# Node is on every machine we run on: a missing one fails here with the reason.
+NODE = shutil.which("node") or ""
+NPM = shutil.which("npm") or ""
+assert NODE, "node is not installed: the Node producer example needs Node 18+"
+assert NPM, "npm is not installed: the Node producer example needs it"
+
+PLAN: dict[str, object] = {
+    "project": "fromnode",
+    "name": "written from Node",
+    "files": [
+        {"path": "pkg/a.py", "content": "A = 1\n", "simulate": {"duration_s": 0.1}},
+        {"path": "pkg/b.py", "content": "from pkg.a import A\n\nB = A + 1\n", "cost": 2},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def node_producer() -> Path:
+    """The example with its locked dependencies (`npm ci` only when the lock changed; the
+    packages are cached under .cache/npm, as scripts/bootstrap installs them)."""
+    installed = EXAMPLE / "node_modules" / ".package-lock.json"
+    lock = EXAMPLE / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        npm = [NPM, "ci", "--no-audit", "--no-fund", "--prefer-offline",
+               "--cache", str(ROOT / ".cache" / "npm")]
+        proc = subprocess.run(npm, cwd=EXAMPLE, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"npm ci failed in {EXAMPLE}:\n{proc.stderr}"
+    return EXAMPLE / "producer.js"
+
+
+def node(script: Path, *args: str, env: Mapping[str, str] | None = None,
+         timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVLINE_")}
+    return subprocess.run([NODE, str(script), *args], env={**clean, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def plan_file(tmp_path: Path, name: str, plan: Mapping[str, object]) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(plan), encoding="utf-8")
+    return path
+
+
+def test_node_fingerprints_and_encoding_are_the_codecs(node_producer: Path,
+                                                       tmp_path: Path) -> None:
+    codec = Codec()
+    listing = ("const w = require('./wire'); const fs = require('fs');"
+               "for (const f of fs.readdirSync(process.argv[1])) if (f.endsWith('.avsc')) {"
+               " const t = w.loadEventType(process.argv[1], f);"
+               " console.log(t.type.name.split('.').pop(), t.fingerprint.toString('hex')); }")
+    proc = subprocess.run([NODE, "-e", listing, str(ROOT / "schemas")], cwd=EXAMPLE,
+                          capture_output=True, text=True, timeout=30, check=True)
+    from_node = dict(line.split() for line in proc.stdout.splitlines())
+    assert from_node == {t: codec.fingerprint(t).hex() for t in codec.event_types}
+
+    out = node(node_producer, str(plan_file(tmp_path, "p.json", {**PLAN, "plan_id": "n1"})),
+               "--dry-run")
+    assert out.returncode == 0, out.stderr
+    event_type, record = codec.decode(bytes.fromhex(out.stdout.strip()))
+    assert event_type == "PlanSubmitted"
+    assert record["plan_id"] == "n1" and record["submitted_by"] == "node-producer"
+    assert [f["path"] for f in record["files"]] == ["pkg/a.py", "pkg/b.py"]
+    assert record["files"][0]["simulate"]["fail_error"] == "simulated failure"  # a default
+    assert record["files"][1]["cost"] == 2.0
+
+
+def test_bad_input_and_a_registry_are_refused_with_the_reason(node_producer: Path,
+                                                              tmp_path: Path) -> None:
+    bad = node(node_producer, str(plan_file(tmp_path, "bad.json", {"files": [{"path": 3}]})),
+               "--dry-run")
+    assert bad.returncode == 1 and "does not match" in bad.stderr and "path" in bad.stderr
+    usage = node(node_producer, "--timeout", "0", "x.json")
+    assert usage.returncode == 1 and "--timeout must be a positive" in usage.stderr
+    registry = node(node_producer, str(plan_file(tmp_path, "p.json", PLAN)),
+                    env={"DEVLINE_REGISTRY_URL": "http://registry:8081"})
+    assert registry.returncode == 1 and "registry clients cannot read" in registry.stderr
+
+
+def test_a_plan_submitted_from_node_is_rejected_or_completed_and_written(
+        node_producer: Path, topics: Settings, tmp_path: Path) -> None:
+    settings = topics
+    env = {"DEVLINE_BOOTSTRAP": settings.bootstrap, "DEVLINE_TOPIC_PREFIX": settings.topic_prefix}
+    bad = plan_file(tmp_path, "bad.json", {**PLAN, "plan_id": "node-bad",
+                                           "project": "../escaped"})
+    good = plan_file(tmp_path, "good.json", {**PLAN, "plan_id": "node-good"})
+    with running_pipeline(settings, workers=1):
+        rejected = node(node_producer, str(bad), "--timeout", "60", env=env)
+        done = node(node_producer, str(good), "--timeout", "60", env=env)
+    assert rejected.returncode == 1, rejected.stdout + rejected.stderr
+    assert "rejected:" in rejected.stdout and "project" in rejected.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "node-good"
+    assert "accepted: 2 files, critical path 2" in lines
+    assert "plan node-good done: 2 files" in done.stdout and lines[-1] == "files written"
+    out = settings.workspace / "fromnode" / "pkg"
+    assert (out / "a.py").read_text() == "A = 1\n"
+    assert (out / "b.py").read_text() == "from pkg.a import A\n\nB = A + 1\n"
+    # What the example put on the plans topic: keyed by plan id, with devline's headers.
+    sent = {r.key: r for r in raw_records(settings, T.PLANS)}
+    headers = dict(sent[b"node-good"].headers)
+    assert headers == {"event-type": b"PlanSubmitted", "plan-id": b"node-good",
+                       "trace-id": b"node-good"}
