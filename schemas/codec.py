@@ -12,12 +12,17 @@ fingerprint of the Parsing Canonical Form, Avro binary). `decode` reads both.
 Records are plain dicts; timestamps are int milliseconds both ways (logical types are
 ignored by the codec and kept in the schemas for other tools). Every failure to decode is
 one `DecodeError`; bytes are bounds-checked (`schemas.guard`) before fastavro sees them.
+
+A format that does not match this codec's is logged once per codec: a single-object
+record with a registry configured (its producer writes what registry clients cannot read),
+or a Confluent-framed one without (this process writes what those clients cannot read).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from devline.settings import Settings
+
+log = logging.getLogger("devline.codec")
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = 0
@@ -140,6 +147,7 @@ class Codec:
         self._ids: dict[str, int] = {}  # event type -> registered schema id
         self._by_id: dict[int, _Writer] = {}  # schema id -> how to read it
         self._missing: set[int] = set()  # ids the registry said it does not know
+        self._warned: set[str] = set()  # wire-format mismatches already logged
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Codec:
@@ -221,6 +229,14 @@ class Codec:
                     "(not a devline event, or written with a schema this version does not know)"
                 )
             offset = _SINGLE_HEADER
+            if self._registry is not None:
+                self._warn_once("single-object", (
+                    "decoded an Avro single-object %s record although a schema registry is "
+                    "configured: a producer writes without the registry (a devline process "
+                    "without DEVLINE_REGISTRY_URL, a client such as examples/node-producer, "
+                    "or one from before the registry was set up); devline reads it, registry "
+                    "clients (Confluent deserializers) reading the topic fail on it"),
+                    writer.event_type)
         elif data[:1] == b"\x00":
             if size < _CONFLUENT_HEADER:
                 raise DecodeError(f"truncated Confluent header ({size} bytes)")
@@ -234,6 +250,12 @@ class Codec:
         return writer.event_type, self._read(writer, data, offset)
 
     # -- internals --------------------------------------------------------------------
+
+    def _warn_once(self, mismatch: str, message: str, *args: object) -> None:
+        """Log a wire-format mismatch the first time this codec sees it, not per record."""
+        if mismatch not in self._warned:
+            self._warned.add(mismatch)
+            log.warning(message + " (logged once)", *args)
 
     def _history(self, directory: Path) -> dict[bytes, _Writer]:
         """Earlier versions of our schemas (`history/<name>.vN.avsc`), so single-object
@@ -308,6 +330,11 @@ class Codec:
         if writer is not None:
             return writer
         if self._registry is None:
+            self._warn_once("confluent", (
+                "read a Confluent-framed record (schema id %d) but no schema registry is "
+                "configured: other producers of this topic use a registry, and what this "
+                "process writes (Avro single-object) their registry clients cannot read; "
+                "set DEVLINE_REGISTRY_URL"), schema_id)
             raise DecodeError(
                 f"Confluent-framed message (schema id {schema_id}) but no schema registry is "
                 "configured (set DEVLINE_REGISTRY_URL)"
