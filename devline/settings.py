@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,9 +24,13 @@ from pydantic import (
 from devline.errors import ConfigError
 
 if TYPE_CHECKING:
+    import ssl
+
     from streams.artifacts import ArtifactStore
 
 ENV_PREFIX = "DEVLINE_"
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class Settings(BaseModel):
@@ -41,12 +46,23 @@ class Settings(BaseModel):
     registry_password: SecretStr | None = Field(None, description="Schema registry password")
     topic_prefix: str = Field("", description="Prefix for every topic and group name")
     security_protocol: str = Field(
-        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"
-    )
-    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+        "PLAINTEXT", description="How clients talk to the brokers: "
+        + ", ".join(SECURITY_PROTOCOLS))
+    sasl_mechanism: str | None = Field(
+        None, description="SASL mechanism (SASL_* protocols): " + ", ".join(SASL_MECHANISMS))
     sasl_username: str | None = Field(None, description="SASL user name")
     sasl_password: SecretStr | None = Field(None, description="SASL password")
-    ssl_cafile: str | None = Field(None, description="CA bundle for SSL")
+    ssl_cafile: str | None = Field(
+        None, description="CA bundle (PEM) the brokers' certificates are checked against; "
+        "unset: the system trust store (public CAs, as Confluent Cloud and MSK use)")
+    ssl_certfile: str | None = Field(
+        None, description="Client certificate (PEM, may hold the key too) for mutual TLS")
+    ssl_keyfile: str | None = Field(None, description="Private key (PEM) of ssl_certfile")
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted ssl_keyfile")
+    ssl_check_hostname: bool = Field(
+        True, description="Check that a broker's certificate names its host (the chain is "
+        "always verified)")
     work_partitions: int = Field(12, ge=1, description="Partitions of work topics")
     event_partitions: int = Field(12, ge=1, description="Partitions of the plan/event topics")
     replication: int = Field(1, ge=1, description="Replication factor for created topics")
@@ -129,6 +145,59 @@ class Settings(BaseModel):
                 raise ValueError(f"expected host:port[,host:port...], got {value!r}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _registry_userinfo(cls, data: Any) -> Any:
+        """Credentials written into the registry URL move to registry_user/registry_password,
+        so the URL itself (printed, logged, handed to the HTTP client) never holds them."""
+        if not isinstance(data, dict) or not isinstance(data.get("registry_url"), str):
+            return data
+        url, user, password = split_userinfo(data["registry_url"])
+        if user is None:
+            return data
+        if data.get("registry_user") or data.get("registry_password"):
+            raise ValueError("the registry URL carries credentials and registry_user/"
+                             "registry_password are set too; keep one of them")
+        return {**data, "registry_url": url, "registry_user": user,
+                "registry_password": password}
+
+    @field_validator("security_protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        if value.upper() not in SECURITY_PROTOCOLS:
+            raise ValueError(f"must be one of {', '.join(SECURITY_PROTOCOLS)}, got {value!r}")
+        return value.upper()
+
+    @field_validator("sasl_mechanism")
+    @classmethod
+    def _mechanism(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.upper() not in SASL_MECHANISMS:
+            raise ValueError(f"must be one of {', '.join(SASL_MECHANISMS)}, got {value!r}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _security(self) -> Settings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not self.sasl_mechanism:
+            raise ValueError(f"security_protocol {self.security_protocol} needs a SASL "
+                             f"mechanism: set {self.env_name('sasl_mechanism')} to one of "
+                             + ", ".join(SASL_MECHANISMS))
+        if self.sasl_mechanism and not sasl:
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} is set but "
+                             f"security_protocol is {self.security_protocol}: use SASL_SSL "
+                             "(or SASL_PLAINTEXT)")
+        if sasl and (not self.sasl_username or not self.sasl_password
+                     or not self.sasl_password.get_secret_value()):
+            raise ValueError(f"SASL ({self.sasl_mechanism}) needs a user name and a password: "
+                             f"set {self.env_name('sasl_username')} and "
+                             f"{self.env_name('sasl_password')}")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError(f"ssl_keyfile is set without ssl_certfile: set "
+                             f"{self.env_name('ssl_certfile')} to the client certificate")
+        return self
+
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -195,7 +264,7 @@ class Settings(BaseModel):
             for err in exc.errors():
                 field = ".".join(str(p) for p in err["loc"])
                 where = f"{field} ({cls.env_name(field)}): " if field else ""
-                problems.append(where + err["msg"])
+                problems.append(where + err["msg"].removeprefix("Value error, "))
             raise ConfigError("invalid settings: " + "; ".join(problems)) from exc
 
     def artifacts(self) -> Path:
@@ -222,6 +291,20 @@ class Settings(BaseModel):
         """Consumer group id, prefixed like topics so test runs never share groups."""
         return f"{self.topic_prefix}{name}"
 
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the brokers (None without TLS): the CA file, else the system
+        trust store; the client certificate when one is set (mTLS). Built once per setting."""
+        if not self.uses_tls:
+            return None
+        key_password = self.ssl_key_password.get_secret_value() if self.ssl_key_password \
+            else None
+        return _ssl_context(self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile,
+                            key_password, self.ssl_check_hostname)
+
     def kafka_common(self) -> dict[str, Any]:
         """Security options in aiokafka's keyword form."""
         opts: dict[str, Any] = {"security_protocol": self.security_protocol}
@@ -231,10 +314,8 @@ class Settings(BaseModel):
             opts["sasl_plain_password"] = (
                 self.sasl_password.get_secret_value() if self.sasl_password else None
             )
-        if self.ssl_cafile:
-            import ssl
-
-            opts["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.uses_tls:
+            opts["ssl_context"] = self.ssl_context()
         return opts
 
     def confluent_common(self) -> dict[str, Any]:
@@ -249,6 +330,77 @@ class Settings(BaseModel):
             conf["sasl.password"] = (
                 self.sasl_password.get_secret_value() if self.sasl_password else ""
             )
-        if self.ssl_cafile:
-            conf["ssl.ca.location"] = self.ssl_cafile
+        if self.uses_tls:
+            # "probe": librdkafka looks in the system's usual CA locations.
+            conf["ssl.ca.location"] = self.ssl_cafile or "probe"
+            conf["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.ssl_check_hostname else "none")
+            if self.ssl_certfile:
+                conf["ssl.certificate.location"] = self.ssl_certfile
+                conf["ssl.key.location"] = self.ssl_keyfile or self.ssl_certfile
+            if self.ssl_key_password:
+                conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         return conf
+
+    def registry_config(self) -> dict[str, Any]:
+        """Options of the schema registry client besides its URL (basic auth)."""
+        if not self.registry_user:
+            return {}
+        password = self.registry_password.get_secret_value() if self.registry_password else ""
+        return {"basic.auth.user.info": f"{self.registry_user}:{password}"}
+
+    def secrets(self) -> list[str]:
+        """Every secret value set (to check that none is printed, logged or put in argv)."""
+        found = (self.sasl_password, self.ssl_key_password, self.registry_password)
+        return [s.get_secret_value() for s in found if s is not None and s.get_secret_value()]
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """`https://user:pass@host/x` -> (`https://host/x`, user, pass); (url, None, None) when
+    the URL holds no credentials. Comma-separated URLs (registry fail-over) share them."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    cleaned, found = [], set()
+    for part in url.split(","):
+        parts = urlsplit(part.strip())
+        if "@" not in parts.netloc:
+            cleaned.append(part.strip())
+            continue
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        found.add((unquote(user), unquote(password)))
+        cleaned.append(urlunsplit(parts._replace(netloc=host)))
+    if not found:
+        return url, None, None
+    if len(found) > 1:
+        raise ValueError("registry URLs carry different credentials; give them once "
+                         "(registry_user/registry_password)")
+    user, password = found.pop()
+    return ",".join(cleaned), user, password
+
+
+@lru_cache(maxsize=8)
+def _ssl_context(cafile: str | None, certfile: str | None, keyfile: str | None,
+                 key_password: str | None, check_hostname: bool) -> ssl.SSLContext:
+    import ssl
+
+    for field, path in (("ssl_cafile", cafile), ("ssl_certfile", certfile),
+                        ("ssl_keyfile", keyfile)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"{Settings.env_name(field)}: no such file {path}")
+    try:
+        ctx = ssl.create_default_context(cafile=cafile)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{Settings.env_name('ssl_cafile')}: {cafile} holds no usable CA "
+                          f"certificate ({exc.reason or exc})") from exc
+    ctx.check_hostname = check_hostname
+    if certfile:
+        try:
+            ctx.load_cert_chain(certfile, keyfile, password=key_password)
+        except ssl.SSLError as exc:
+            hint = f" (is {Settings.env_name('ssl_key_password')} right?)" if key_password \
+                else f" (an encrypted key needs {Settings.env_name('ssl_key_password')})"
+            raise ConfigError(f"cannot load the client certificate {certfile}"
+                              f"{' with key ' + keyfile if keyfile else ''}: "
+                              f"{exc.reason or exc}{hint}") from exc
+    return ctx

@@ -26,19 +26,15 @@ def broker_url(settings: Settings) -> str:
 
 
 def credentials(settings: Settings) -> Any:
+    """Faust's broker credentials from the same settings (and TLS context) as every other
+    client: the CA file or the system trust store, the client certificate for mTLS."""
     if settings.sasl_mechanism:
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=settings.ssl_cafile) if "SSL" in \
-            settings.security_protocol else None
         return faust.SASLCredentials(
             username=settings.sasl_username or "",
             password=settings.sasl_password.get_secret_value() if settings.sasl_password else "",
-            mechanism=settings.sasl_mechanism, ssl_context=ctx)
-    if settings.security_protocol == "SSL":
-        import ssl
-
-        return faust.SSLCredentials(ssl.create_default_context(cafile=settings.ssl_cafile))
+            mechanism=settings.sasl_mechanism, ssl_context=settings.ssl_context())
+    if settings.uses_tls:
+        return faust.SSLCredentials(settings.ssl_context())
     return None
 
 

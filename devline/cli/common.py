@@ -39,7 +39,21 @@ def settings_of(ctx: typer.Context) -> Settings:
     return obj
 
 
-BROKER_HINT = "Is a broker running? (scripts/kafka-local start, or set DEVLINE_BOOTSTRAP)"
+def _fail(text: str) -> typer.Exit:
+    """Print one error line (secrets redacted) and return the exit to raise."""
+    from devline.connectivity import redact
+
+    settings = _current_settings()
+    err.print(f"[red]error:[/red] {escape(redact(text, settings.secrets() if settings else ()))}")
+    return typer.Exit(1)
+
+
+def _current_settings() -> Settings | None:
+    import click
+
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, Settings) else None
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -49,20 +63,23 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     except BrokerUnavailable as exc:
         # Raised from the client's error when no broker answered (else, e.g. a missing
         # topic, the broker is there and the message says what to do).
-        hint = f". {BROKER_HINT}" if exc.__cause__ is not None else ""
-        err.print(f"[red]error:[/red] {escape(str(exc))}{hint}")
-        raise typer.Exit(1) from None
+        if exc.__cause__ is None:
+            raise _fail(str(exc)) from None
+        from devline.connectivity import explain
+
+        raise _fail(explain(exc, _current_settings())) from None
     except DevlineError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(1) from None
+        raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     except Exception as exc:
-        from aiokafka.errors import KafkaConnectionError, KafkaError
+        from aiokafka.errors import KafkaError
 
-        if isinstance(exc, KafkaConnectionError | KafkaError):
-            err.print(f"[red]error:[/red] Kafka: {escape(str(exc))}. {BROKER_HINT}")
-            raise typer.Exit(1) from None
+        if isinstance(exc, KafkaError):
+            # The client's message rarely says why (down, DNS, TLS, auth): a probe does.
+            from devline.connectivity import explain
+
+            raise _fail(explain(exc, _current_settings())) from None
         raise
 
 
