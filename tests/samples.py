@@ -346,6 +346,11 @@ _BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
     "RolloutSuperseded": lambda: {
         "event_id": "rx-1", "plan_id": PLAN, "new_revision": "r3", "at": NOW_MS,
     },
+    "RolloutFixRequested": lambda: {
+        "event_id": "rfx-1", "plan_id": PLAN, "revision": "r2", "stable_revision": "r1",
+        "run": "r2#1", "paths": ["app/db.py"], "reason": "error_rate failed: 0.3 > 0.05",
+        "evidence": '{"percent": 25}', "at": NOW_MS,
+    },
     "RolloutAction": lambda: {
         "event_id": "ac-1", "plan_id": PLAN, "kind": "set_weight", "run": "r2#1",
         "data_json": '{"percent": 50}', "outcome": "done", "at": NOW_MS,

@@ -19,6 +19,7 @@ FIX_ATTEMPTS = 3    # fix tasks per file before it is escalated (plan option qa.
 HISTORY_KEPT = 8    # QA-failed versions remembered per task (the cap is checked before this)
 EVIDENCE_MAX = 8192  # characters of a failing check's output a fix task carries
 QA_ERROR = "qa"     # TaskFailed.error_type of a version that failed its checks
+ROLLOUT_ERROR = "rollout"  # ... of a verified file reopened by a failed canary
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,10 @@ class FixDecision:
 
 
 def is_qa_failure(failure: dict[str, Any] | None) -> bool:
-    """A version that failed its checks or the plan's tests (not an executor failure)."""
-    return bool(failure) and (failure or {}).get("error_type") in (QA_ERROR, "integration")
+    """A version that failed its checks, the plan's tests or its canary (not an executor
+    failure)."""
+    return bool(failure) and (failure or {}).get("error_type") in (
+        QA_ERROR, "integration", ROLLOUT_ERROR)
 
 
 def failing_count(qa: dict[str, Any] | None) -> int:

@@ -28,6 +28,7 @@ from typing import Any, cast
 
 from agents.integration.discovery import is_pytest_module
 from agents.scheduling import blame as B
+from agents.scheduling import canary as C
 from agents.scheduling import fixes
 from agents.scheduling import gate as G
 from agents.scheduling import integration as I
@@ -419,6 +420,7 @@ HANDLERS: dict[str, Handler] = {
     "PlanRetired": _retired,
     "IntegrationStarted": G.integration_started,
     "IntegrationResult": G.integration_result,
+    "RolloutFixRequested": C.rollout_fix_requested,
 }
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -88,24 +88,60 @@ class Processor:
 
     # -- the event log ---------------------------------------------------------------
     async def on_event_record(self, rec: RawRecord) -> None:
-        """One record of devline.events: validate, fold, effects. Never raises for our own
-        failures (they are retried); a record that is not a valid event is dead-lettered."""
-        parsed = await self._validated(rec)
-        if parsed is not None:
-            event_type, record = parsed
+        """One record of devline.events (see `on_event_records`)."""
+        await self.on_event_records([rec])
+
+    async def on_event_records(self, recs: Sequence[RawRecord]) -> None:
+        """Records of devline.events read together: validated, folded in order, their
+        commands carried out, and all their sends awaited once at the end (one round trip
+        for the batch, not one per record; the caller commits their offsets after this
+        returns). Never raises for our own failures: a failed send redoes the whole batch
+        in order, as a crash would when they are read again (every step is idempotent).
+        A record that is not a valid event is dead-lettered."""
+        batch: list[tuple[RawRecord, str, dict[str, Any]]] = []
+        for rec in recs:
+            parsed = await self._validated(rec)
+            if parsed is not None:
+                batch.append((rec, *parsed))
+        if len(batch) > 1:
             try:
                 async with self.handling:
-                    await persist(partial(all_delivered, partial(
-                                      self.handle, event_type, record, rec.offset,
-                                      rec.partition)),
-                                  what=f"handling {event_type} {rec.partition}@{rec.offset}",
-                                  log=log, sleep=self.ports.sleep)
-            except Unexpected as exc:  # a bug, not the record's fault: keep it, go on
-                await self.reject(rec, f"processing failed (a devline bug, please report "
-                                  f"it): {exc}")
-        self.catchup.seen(rec.partition, rec.offset, self.ports.clock())
+                    await persist(partial(self._handle_batch, batch),
+                                  what=f"handling {len(batch)} events", log=log,
+                                  sleep=self.ports.sleep)
+                batch = []
+            except Unexpected:  # one of them hits a bug: find it, one record at a time
+                log.warning("a batch of %d events failed; handling them one by one",
+                            len(batch))
+        for rec, event_type, record in batch:
+            await self._handle_one(rec, event_type, record)
+        for rec in recs:
+            self.catchup.seen(rec.partition, rec.offset, self.ports.clock())
         if not self.ready and self.catchup.done:
             await self.recover()
+
+    async def _handle_one(self, rec: RawRecord, event_type: str, record: dict[str, Any]
+                          ) -> None:
+        try:
+            async with self.handling:
+                await persist(partial(self._handle_batch, [(rec, event_type, record)]),
+                              what=f"handling {event_type} {rec.partition}@{rec.offset}",
+                              log=log, sleep=self.ports.sleep)
+        except Unexpected as exc:  # a bug, not the record's fault: keep it, go on
+            await self.reject(rec, f"processing failed (a devline bug, please report "
+                              f"it): {exc}")
+
+    async def _handle_batch(self, batch: Sequence[tuple[RawRecord, str, dict[str, Any]]]
+                            ) -> None:
+        async def fold_all() -> None:
+            for rec, event_type, record in batch:
+                await self.handle(event_type, record, rec.offset, rec.partition)
+        try:
+            await all_delivered(fold_all)
+        except BaseException:
+            self.dispatch.unsent()  # redone: its work items must be sent again
+            raise
+        self.dispatch.sent()
 
     async def decoded(self, rec: RawRecord, expected: frozenset[str], topic: str
                       ) -> tuple[str, dict[str, Any]] | None:

@@ -24,14 +24,21 @@ log = logging.getLogger(__name__)
 
 # emit(topic, event_type, record, key): produce one record stamped with the stage's clock.
 Emit = Callable[[str, str, dict[str, Any], str], Awaitable[None]]
+# request_fix(plan, event_id, data, state, options): fix tasks for a failed canary;
+# (True, outcome) when requested, (False, why not) when no file can be blamed (then a
+# person gets the evidence).
+RequestFix = Callable[[str, str, Mapping[str, Any], Mapping[str, Any], Mapping[str, str]],
+                      Awaitable[tuple[bool, str]]]
 ROLLOUTS = T.ROLLOUTS
 
 
 class Effects:
     """Executes actions for the stage (everything but ARM_TIMER, which the stage keeps)."""
 
-    def __init__(self, config: RolloutConfig, emit: Emit, clock: Callable[[], int]) -> None:
+    def __init__(self, config: RolloutConfig, emit: Emit, clock: Callable[[], int],
+                 request_fix: RequestFix | None = None) -> None:
         self.config, self.emit, self.clock = config, emit, clock
+        self.request_fix = request_fix
 
     async def run(self, plan: str, trigger: str, actions: list[tuple[int, Action]],
                   state: Mapping[str, Any], options: Mapping[str, str]) -> None:
@@ -63,11 +70,15 @@ class Effects:
                 return await self._escalate(plan, trigger, index, "rollout", str(d["reason"]),
                                             d.get("evidence"))
             case ActionKind.FIX_TASKS:
-                # Fix tasks from rollout evidence are wired later: a person gets it for now.
-                return await self._escalate(
-                    plan, trigger, index, "rollout_failed",
-                    f"{d['reason']} (the canary's code is at fault; fix tasks from rollout "
-                    "evidence are not wired yet)", d.get("evidence"))
+                requested, why = False, "no fix loop wired"
+                if self.request_fix is not None:
+                    requested, why = await self.request_fix(
+                        plan, make_id(plan, "fix", trigger, index), d, state, options)
+                if requested:
+                    return why
+                return await self._escalate(plan, trigger, index, "rollout_failed",
+                                            f"{d['reason']} (no fix tasks: {why})",
+                                            d.get("evidence"))
             case ActionKind.REJECTED:
                 log.warning("rollout %s: %s by %s rejected: %s", plan, d.get("control"),
                             d.get("by"), d.get("reason"))

@@ -30,7 +30,7 @@ ACTION = "RolloutAction"
 # Plan options the stage reads itself; every other `rollout.*` option goes to parse_spec,
 # which refuses unknown ones (a typo must not fall back to the defaults).
 EDGE_OPTIONS = frozenset({"rollout", "rollout.revision", "rollout.stable_revision",
-                          "rollout.target", "rollout.source"})
+                          "rollout.target", "rollout.source", "rollout.fix_max_files"})
 EDGE_PREFIXES = ("rollout.sim.",)
 
 

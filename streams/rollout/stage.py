@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -40,6 +40,8 @@ from agents.rollout import (
     pending_timers,
     spec_of,
 )
+from agents.rollout.attribution import FIX_MAX_FILES, HASH_PREFIX, fixed_revision, implicated
+from agents.scheduling.fixes import EVIDENCE_MAX
 from devline.errors import DecodeError, PlanError
 from devline.settings import Settings
 from schemas.codec import Codec
@@ -50,6 +52,7 @@ from streams.rollout.effects import Effects
 from streams.rollout.records import (
     ACTION,
     AVRO_OF,
+    dumps,
     make_id,
     rollout_options,
     spec_options,
@@ -78,10 +81,14 @@ class RolloutStage:
         self.timers: dict[tuple[str, str], int] = {}  # (plan, kind) -> due_at
         self.unanswered: dict[str, tuple[str, str, int, Action]] = {}  # escalations in replay
         self.accepted: dict[str, tuple[int, int, dict[str, str], str]] = {}
+        # Manifests (path -> content hash prefix): of the revisions rolled out (from their
+        # RolloutStarted), and of plans being built (from their TaskCompleted events).
+        self.revisions: dict[str, dict[str, str]] = {}
+        self.building: dict[str, dict[str, str]] = {}
         self.live = False
         self.tasks: set[asyncio.Task[None]] = set()
         self.producer: AIOKafkaProducer | None = None
-        self.effects = Effects(config, self.emit, clock)
+        self.effects = Effects(config, self.emit, clock, self.request_fix)
         self.caught_up = asyncio.Event()
 
     # -- the log ---------------------------------------------------------------------
@@ -179,6 +186,8 @@ class RolloutStage:
         state = self.states.setdefault(plan, initial_state(plan))
         if kind is EventType.ROLLOUT_STARTED:
             self.options[plan] = dict(value.get("options") or {})
+            if value.get("manifest"):
+                self.revisions[str(value["revision"])] = dict(value["manifest"])
         try:
             actions = apply(state, kind.value, event, now_ms=int(record.timestamp))
         except RolloutEventError as exc:
@@ -254,6 +263,9 @@ class RolloutStage:
             if not is_open(state) and int(state.get("updated_at") or 0) < horizon:
                 del self.states[plan]
                 self.options.pop(plan, None)
+        named = {s.get(k) for s in self.states.values() for k in ("revision", "stable_revision")}
+        for revision in set(self.revisions) - named:
+            del self.revisions[revision]
 
     # -- starting rollouts -----------------------------------------------------------
     async def _on_plan_event(self, record: Any) -> None:
@@ -269,20 +281,67 @@ class RolloutStage:
                 (value.get("digest") or make_id(plan, value["accepted_at"]))[:12]
             self.accepted[plan] = (record.partition, record.offset,
                                    rollout_options(value["options"]), revision)
+            self.building[plan] = {}
+        elif event_type == "TaskCompleted" and plan in self.building:
+            self.building[plan][value["path"]] = str(value["content_hash"])[:HASH_PREFIX]
+        elif event_type == "RolloutFixRequested":
+            self._on_fix_requested(record, plan, value)
         elif event_type in ("PlanRetired", "PlanRejected"):
             self.accepted.pop(plan, None)
+            self.building.pop(plan, None)
         elif event_type == "PlanCompleted" and plan in self.accepted:
             _, _, options, revision = self.accepted.pop(plan)
+            manifest = self.building.pop(plan, {})
             if value.get("failed"):
                 log.info("rollout %s: not started, %d task(s) failed", plan, value["failed"])
                 return
-            await self.start(plan, revision, options)
+            await self.start(plan, revision, options, manifest)
+
+    def _on_fix_requested(self, record: Any, plan: str, value: dict[str, Any]) -> None:
+        """The plan is fixing the files a failed canary implicated: when it completes
+        again, its fixed revision is rolled out (the offset is held until then, so a
+        restarted stage reads the fix's completions again)."""
+        state = self.states.get(plan)
+        revision = str(value["revision"])
+        if state is None or state.get("revision") != revision or plan in self.accepted:
+            return  # an old request: the plan has moved on
+        self.accepted[plan] = (record.partition, record.offset, self.options.get(plan, {}),
+                               fixed_revision(revision))
+        self.building[plan] = dict(self.revisions.get(revision, {}))
+
+    async def request_fix(self, plan: str, event_id: str, data: Mapping[str, Any],
+                          state: Mapping[str, Any], options: Mapping[str, str]
+                          ) -> tuple[bool, str]:
+        """Fix tasks for the files of a failed canary that differ from the stable
+        revision, as a `RolloutFixRequested` the processor folds; (False, why) when no
+        file can be blamed."""
+        try:
+            limit = int(options.get("rollout.fix_max_files", FIX_MAX_FILES))
+        except ValueError:
+            limit = FIX_MAX_FILES
+        stable = state.get("stable_revision")
+        found = implicated(self.revisions.get(str(state["revision"]), {}),
+                           self.revisions.get(stable) if stable else None, limit)
+        if not found.paths:
+            return False, found.why
+        evidence = dumps(data.get("evidence"))
+        if len(evidence) > EVIDENCE_MAX:
+            evidence = evidence[:EVIDENCE_MAX - 20] + "...(truncated)"
+        await self.emit(T.EVENTS, "RolloutFixRequested", {
+            "event_id": event_id, "plan_id": plan, "revision": str(state["revision"]),
+            "stable_revision": stable, "run": str(data.get("run") or state.get("run")),
+            "paths": list(found.paths), "reason": str(data.get("reason")),
+            "evidence": evidence, "at": self.clock()}, plan)
+        log.info("rollout %s: fix tasks requested for %s (%s)", plan, ", ".join(found.paths),
+                 found.why)
+        return True, f"fix requested: {', '.join(found.paths)}"
 
     def _commit_offset(self, tp: TopicPartition, next_offset: int) -> int:
         held = [off for part, off, _, _ in self.accepted.values() if part == tp.partition]
         return min([*held, next_offset])
 
-    async def start(self, plan: str, revision: str, options: dict[str, str]) -> None:
+    async def start(self, plan: str, revision: str, options: dict[str, str],
+                    manifest: dict[str, str] | None = None) -> None:
         """Produce the RolloutStarted of `revision` (once: the id is the plan and revision)."""
         state = self.states.get(plan)
         if state is not None and state.get("revision") == revision:
@@ -300,8 +359,8 @@ class RolloutStage:
         await self.emit(T.ROLLOUTS, avro, {
             "event_id": make_id(plan, avro, revision), "plan_id": plan, "revision": revision,
             "stable_revision": options.get("rollout.stable_revision"),
-            "spec_json": json.dumps(spec.to_dict()), "options": options, "at": self.clock()},
-            plan)
+            "spec_json": json.dumps(spec.to_dict()), "options": options,
+            "manifest": manifest or {}, "at": self.clock()}, plan)
 
 
 async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
