@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -49,11 +49,16 @@ def _fail(text: str) -> typer.Exit:
 
 
 def _current_settings() -> Settings | None:
-    import click
+    """The command's settings, for probing and redacting; None outside a command."""
+    from typer._click.globals import get_current_context  # typer 0.29 vendors click
 
-    ctx = click.get_current_context(silent=True)
-    obj = ctx.find_root().obj if ctx is not None else None
-    return obj if isinstance(obj, Settings) else None
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return None
+    try:
+        return settings_of(cast(typer.Context, ctx))
+    except (typer.Exit, DevlineError):
+        return None
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -117,7 +122,8 @@ def setup_logging(level: str, quiet_kafka: bool = False) -> None:
     repeats = Repeats()
     for handler in logging.getLogger().handlers:
         handler.addFilter(repeats)
-    for noisy in ("aiokafka", "faust", "mode", "kafka"):
+    # httpx (the schema registry client) logs every request at INFO.
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if quiet_kafka:
         for name in ("aiokafka", "kafka", "asyncio"):
