@@ -7,13 +7,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from devline.cli.common import env_help, err, out, run_async, settings_of
-from devline.settings import Settings
+
+if TYPE_CHECKING:
+    from devline.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,12 +225,17 @@ def demo(
         if code == 0 and rollout and plan_id:
             code = _follow_rollout(settings, plan_id, "v1", expect="succeeded")
             if code == 0:
-                out.print("\nthe same plan again as revision v2, whose canary fails 30% of "
+                out.print(f"\nrevision v2 changes {DEMO_CHANGED} and its canary fails 30% of "
                           "its requests:")
                 code, bad = _submit(plan, env, "v2", {"rollout.stable_revision": "v1",
-                                                      "rollout.sim.v2.error_rate": "0.3"})
+                                                      "rollout.sim.v2.error_rate": "0.3"},
+                                    change=DEMO_CHANGED)
                 if code == 0 and bad:
                     code = _follow_rollout(settings, bad, "v2", expect="rolled_back")
+                if code == 0 and bad:
+                    out.print(f"\n{DEMO_CHANGED}, the one file that differs from v1, gets a "
+                              "fix task with the evidence; the fixed plan rolls out as v2-fix1")
+                    code = _follow_rollout(settings, bad, "v2-fix1", expect="succeeded")
         if code == 0:
             out.print(f"demo finished in {time.monotonic() - started:.1f}s. Try: "
                       "devline tail devline.events --from-beginning --count 5")
@@ -238,10 +245,14 @@ def demo(
     raise typer.Exit(code)
 
 
+DEMO_CHANGED = "calc/evaluator.py"  # the file the demo's revision v2 changes
+
+
 def _submit(plan: Path, env: dict[str, str], revision: str | None,
-            options: dict[str, str] | None = None) -> tuple[int, str | None]:
-    """`devline submit PLAN --wait` (with the revision and extra options set); the exit
-    code and the plan id it printed."""
+            options: dict[str, str] | None = None, change: str | None = None
+            ) -> tuple[int, str | None]:
+    """`devline submit PLAN --wait` (with the revision and extra options set, and a comment
+    added to the content of file `change`); the exit code and the plan id it printed."""
     import tempfile
 
     import yaml
@@ -251,6 +262,9 @@ def _submit(plan: Path, env: dict[str, str], revision: str | None,
         doc = yaml.safe_load(plan.read_text(encoding="utf-8"))
         doc.setdefault("options", {}).update({"rollout.revision": revision or "",
                                               **(options or {})})
+        for spec in doc["files"]:
+            if spec["path"] == change and spec.get("content"):
+                spec["content"] += f"\n# {revision}: a change the canary will judge\n"
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as tmp:
             yaml.safe_dump(doc, tmp)
             path = Path(tmp.name)
@@ -273,7 +287,8 @@ def _follow_rollout(settings: Settings, plan_id: str, revision: str, expect: str
     audit: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         state, audit, _ = run_async(fold_plan(settings, plan_id, idle_timeout=0.5))
-        if state.get("phase") in ("succeeded", "rolled_back", "aborted", "superseded"):
+        if state.get("revision") == revision and state.get("phase") in (
+                "succeeded", "rolled_back", "aborted", "superseded"):
             break
         time.sleep(1.0)
     for line in describe(state, audit, int(time.time() * 1000)):
