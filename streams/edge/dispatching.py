@@ -12,6 +12,7 @@ redelivered one carries the same dispatch id, which workers drop as a duplicate.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
 from typing import Any
@@ -33,6 +34,7 @@ log = logging.getLogger("devline.dispatch")
 
 QA_FILES_MAX = 2000  # plan files a test file's QA sandbox gets beyond its direct dependencies
 SENT_REMEMBERED = 100_000  # dispatch ids sent by this process (a redelivery is not resent)
+JOURNALS_KEPT = 16  # fork journals held in memory (one per live fork)
 
 
 class DispatchLoop:
@@ -40,6 +42,7 @@ class DispatchLoop:
         self.p = ports
         self.executors = executors
         self._sent: OrderedDict[str, None] = OrderedDict()
+        self._journals: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     # -- release ------------------------------------------------------------------
     def key_for(self, state: PlanState, task: Any) -> str:
@@ -60,6 +63,23 @@ class DispatchLoop:
         return {"content_hash": digest, "size": int(hit.get("size") or 0) if hit
                 else len(data)}
 
+    async def journal_hit(self, ref: str, task_id: str, key: str) -> dict[str, Any] | None:
+        """The output a fork's source produced for this task from the same inputs (its
+        journal, `agents.replay.fork`), if the store has it."""
+        if ref not in self._journals:
+            data = await self.p.store.get(ref)
+            if data is None:
+                log.warning("fork journal %s is not in the artifact store: every task of "
+                            "the fork runs", ref[:12])
+            self._journals[ref] = json.loads(data)["tasks"] if data else {}
+            while len(self._journals) > JOURNALS_KEPT:
+                self._journals.popitem(last=False)
+        kept = self._journals[ref].get(task_id)
+        if not kept or kept["input"] != key or await self.p.store.get(
+                kept["content_hash"]) is None:
+            return None
+        return {"content_hash": kept["content_hash"], "size": int(kept["size"])}
+
     async def release(self, state: PlanState, task_id: str) -> None:
         """A ready task: complete it from the cache, or queue it for dispatch."""
         task = state.task(task_id)
@@ -67,15 +87,21 @@ class DispatchLoop:
             return
         h = state.header
         key = self.key_for(state, task)
-        hit = await self.lookup(key) if task["attempt"] == 1 and task["kind"] == "dev" \
-            else None
+        first = task["attempt"] == 1 and task["kind"] == "dev"
+        journal = (h.get("options") or {}).get("fork.journal")
+        if journal:  # a fork: its source's outputs with the same inputs, never the cache
+            hit = await self.journal_hit(journal, task_id, key) if first else None
+        else:
+            hit = await self.lookup(key) if first else None
+            if hit is not None:
+                touch(self.p.cache, key, hit, self.p.now_ms())  # a hit keeps the entry alive
         if hit is not None:
-            touch(self.p.cache, key, hit, self.p.now_ms())  # a hit keeps the entry alive
             at = self.p.now_ms()
             await self.p.publish("TaskCompleted", {
                 "event_id": decision_id(h["plan_id"], task_id, task["attempt"], "cached"),
                 "plan_id": h["plan_id"], "task_id": task_id, "path": task["spec"]["path"],
-                "attempt": task["attempt"], "worker_id": "cache", "dispatch_id": "",
+                "attempt": task["attempt"], "worker_id": "journal" if journal else "cache",
+                "dispatch_id": "",
                 "executor": task["spec"]["executor"], "cache_key": key, "content": None,
                 "content_hash": hit["content_hash"], "size": int(hit.get("size") or 0),
                 "cached": True, "started_at": at, "finished_at": at, "tokens": None,
