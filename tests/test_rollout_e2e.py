@@ -164,3 +164,38 @@ def _control(name: str) -> Any:
     from agents.rollout import Control
 
     return Control(name)
+
+
+def ops_decision(plan: str, decision_id: str, at: int, acted: bool = True) -> dict[str, Any]:
+    return {"decision_id": decision_id, "plan_id": plan, "action": "rollback",
+            "reason": "canary p-ops: error_rate p95 0.4 > 0.1",
+            "params": {"target": plan, "rule": "canary_breach", "evidence": "w1",
+                       "acted": "true" if acted else "false",
+                       "dry_run": "false" if acted else "true"}, "at": at}
+
+
+def test_an_acted_ops_rollback_aborts_the_rollout_and_a_dry_run_does_not(
+        topics: Settings) -> None:
+    async def go() -> None:
+        clock = MovableClock()
+        opts = {"rollout.sim.r2.error_rate": "0", "rollout.bake_s": "30"}
+        async with stage_running(topics, clock) as stage:
+            # One made before the run started (read again after a restart) is stale.
+            await produce(topics, T.OPS, "OpsDecision",
+                          ops_decision("p-ops", "old", clock() - 60_000), key="p-ops")
+            await complete_plan(topics, "p-ops", opts)
+            await wait_for(topics, lambda log: any(
+                et == "RolloutTimerFired" and v["kind"] == "analysis" for et, v in log))
+            await produce(topics, T.OPS, "OpsDecision",
+                          ops_decision("p-ops", "dry", clock(), acted=False), key="p-ops")
+            await produce(topics, T.OPS, "OpsDecision",
+                          ops_decision("p-ops", "d-7", clock()), key="p-ops")
+            log = await wait_for(topics, lambda log: any(
+                et == "RolloutDeployDone" and v["weight"] == 0 for et, v in log))
+            assert stage.states["p-ops"]["phase"] in ("aborted", "rolling_back")
+        controls = [v for et, v in log if et == "RolloutControl"]
+        assert [(c["action"], c["by"]) for c in controls] == [("abort", "ops")]
+        assert "ops decision d-7" in controls[0]["reason"]
+        assert len(actions(log, "rollback")) == 1
+
+    asyncio.run(go())

@@ -440,3 +440,17 @@ def test_bad_events_are_refused_and_leave_the_state_alone() -> None:
         apply(d.state, "RolloutStarted", {"id": "w", "revision": "r9",
                                           "spec": {**d.spec.to_dict(), "steps": [50]}}, d.now)
     assert d.state == before
+
+
+def test_only_an_acted_ops_rollback_of_the_running_run_aborts() -> None:
+    from agents.rollout.controls import ops_abort_refusal
+
+    state = initial_state("p")
+    decision = {"action": "rollback", "params": {"acted": "true"}, "at": 5_000}
+    assert "no rollout under way" in (ops_abort_refusal(state, decision) or "")
+    state.update(phase="baking", run="r2#1", run_started_at=4_000)
+    assert ops_abort_refusal(state, decision) is None
+    assert "before run r2#1" in (ops_abort_refusal(state, {**decision, "at": 3_999}) or "")
+    dry = {**decision, "params": {"acted": "false"}}
+    assert "dry run" in (ops_abort_refusal(state, dry) or "")
+    assert ops_abort_refusal(state, {**decision, "action": "scale"}) == "not a rollback"

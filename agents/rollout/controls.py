@@ -140,3 +140,20 @@ def _retry(s: dict[str, Any], now: int, by: str) -> list[Action] | str:
     if s["phase"] not in (Phase.ROLLED_BACK, Phase.ABORTED):
         return f"nothing to retry (phase {s['phase']})"
     return steps.begin(s, now, f"retry by {by}")
+
+
+def ops_abort_refusal(s: Mapping[str, Any], decision: Mapping[str, Any]) -> str | None:
+    """Why an ops agent's `rollback` decision does not abort this rollout, or None when it
+    does. Only an acted decision about this plan, made while the current run was under
+    way (not one about an earlier run read again after a restart), aborts it."""
+    params = decision.get("params") or {}
+    if decision.get("action") != "rollback":
+        return "not a rollback"
+    if params.get("acted") != "true":
+        return "dry run: recorded, not acted on"
+    if s["phase"] not in ACTIVE:
+        return f"no rollout under way ({s['phase']})"
+    started = s.get("run_started_at")
+    if started is None or int(decision.get("at") or 0) < int(started):
+        return f"made before run {s['run']} started"
+    return None

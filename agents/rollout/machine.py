@@ -52,7 +52,7 @@ def initial_state(plan: str = "") -> dict[str, Any]:
             "round": 0, "first_round": 1, "awaiting_judgement": False, "judgement": None,
             "pause": None, "failure": None, "rollback_done": False, "superseded_by": None,
             "rollbacks": 0, "rollback_escalated": 0, "last_control": None, "history": [],
-            "seen": [], "updated_at": None}
+            "seen": [], "updated_at": None, "run_started_at": None}
 
 
 def apply(state: dict[str, Any], event_type: str, event: Mapping[str, Any],

@@ -28,7 +28,7 @@ def begin(s: dict[str, Any], now: int, why: str) -> list[Action]:
     """Start (or restart) the rollout of `s["revision"]` at its first step."""
     s["attempt"] += 1
     s.update(run=f"{s['revision']}#{s['attempt']}", step=0, full=False, failure=None,
-             rollback_done=False, pause=None, judgement=None)
+             rollback_done=False, pause=None, judgement=None, run_started_at=now)
     return enter_step(s, now, why)
 
 

@@ -41,6 +41,7 @@ from agents.rollout import (
     spec_of,
 )
 from agents.rollout.attribution import FIX_MAX_FILES, HASH_PREFIX, fixed_revision, implicated
+from agents.rollout.controls import ops_abort_refusal
 from agents.scheduling.fixes import EVIDENCE_MAX
 from devline.errors import DecodeError, PlanError
 from devline.settings import Settings
@@ -117,6 +118,12 @@ class RolloutStage:
                                   session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
                                   enable_auto_commit=False, auto_offset_reset="earliest",
                                   fetch_max_wait_ms=50, **s.kafka_common())
+        # Acted `rollback` decisions of the ops agent become aborts (own group; from the
+        # earliest on a first start: a decision made before its run started is refused).
+        ops = AIOKafkaConsumer(s.topic(T.OPS), bootstrap_servers=s.bootstrap,
+                               group_id=s.group("devline-rollouts-ops"),
+                               enable_auto_commit=False, auto_offset_reset="earliest",
+                               fetch_max_wait_ms=50, **s.kafka_common())
         await self.producer.start()
         await rollouts.start()
         try:
@@ -126,9 +133,11 @@ class RolloutStage:
             await rollouts.seek_to_beginning(*parts)
             ends = await rollouts.end_offsets(parts)
             await events.start()
+            await ops.start()
             try:
-                await self._loop(stop, rollouts, events, ends)
+                await self._loop(stop, rollouts, events, ends, ops)
             finally:
+                await ops.stop()
                 await events.stop()
         finally:
             for task in list(self.tasks):
@@ -147,7 +156,8 @@ class RolloutStage:
         raise RuntimeError(f"topic {topic} does not exist (run `devline topics create`)")
 
     async def _loop(self, stop: asyncio.Event, rollouts: AIOKafkaConsumer,
-                    events: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> None:
+                    events: AIOKafkaConsumer, ends: dict[TopicPartition, int],
+                    ops: AIOKafkaConsumer) -> None:
         last_sweep = 0.0
         while not stop.is_set():
             batch = await rollouts.getmany(timeout_ms=int(TICK_S * 1000))
@@ -162,6 +172,11 @@ class RolloutStage:
                     for record in recs:
                         await self._on_plan_event(record)
                     await events.commit({tp: self._commit_offset(tp, recs[-1].offset + 1)})
+                decided = await ops.getmany(timeout_ms=0)
+                for tp, recs in decided.items():
+                    for record in recs:
+                        await self._on_ops_decision(record)
+                    await ops.commit({tp: recs[-1].offset + 1})
                 await self._fire_timers()
                 if time.monotonic() - last_sweep > 5:
                     last_sweep = time.monotonic()
@@ -296,6 +311,29 @@ class RolloutStage:
                 log.info("rollout %s: not started, %d task(s) failed", plan, value["failed"])
                 return
             await self.start(plan, revision, options, manifest)
+
+    async def _on_ops_decision(self, record: Any) -> None:
+        """An acted ops `rollback` of a rollout under way: a RolloutControl abort by `ops`,
+        whose id is the decision's (read again, it is the same control)."""
+        try:
+            event_type, value = self.codec.decode(record.value or b"")
+        except DecodeError:
+            return  # the ops topic's own poison; not ours to judge
+        plan = value.get("plan_id")
+        if event_type != "OpsDecision" or value.get("action") != "rollback" or not plan:
+            return
+        state = self.states.get(plan)
+        refusal = "no rollout" if state is None else ops_abort_refusal(state, value)
+        if refusal is not None:
+            log.info("rollout %s: ops decision %s not acted on: %s", plan,
+                     value.get("decision_id"), refusal)
+            return
+        avro = AVRO_OF[EventType.ROLLOUT_CONTROL]
+        await self.emit(T.ROLLOUTS, avro, {
+            "event_id": make_id(plan, "ops", value["decision_id"]), "plan_id": plan,
+            "action": "abort", "by": "ops",
+            "reason": f"ops decision {value['decision_id']}: {value.get('reason')}",
+            "at": self.clock()}, plan)
 
     def _on_fix_requested(self, record: Any, plan: str, value: dict[str, Any]) -> None:
         """The plan is fixing the files a failed canary implicated: when it completes
