@@ -51,7 +51,7 @@ def node_producer() -> Path:
 
 
 def node(script: Path, *args: str, env: Mapping[str, str] | None = None,
-         timeout: float = 90.0) -> subprocess.CompletedProcess[str]:
+         timeout: float = 150.0) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("DEVLINE_")}
     return subprocess.run([NODE, str(script), *args], env={**clean, **(env or {})},
                           capture_output=True, text=True, timeout=timeout)
@@ -106,7 +106,7 @@ def test_a_plan_submitted_from_node_is_rejected_or_completed_and_written(
                                            "project": "../escaped"})
     good = plan_file(tmp_path, "good.json", {**PLAN, "plan_id": "node-good"})
     with running_pipeline(settings, workers=1):
-        rejected = node(node_producer, str(bad), "--timeout", "60", env=env)
+        rejected = node(node_producer, str(bad), "--timeout", "90", env=env)  # + start-up
         done = node(node_producer, str(good), "--timeout", "60", env=env)
     assert rejected.returncode == 1, rejected.stdout + rejected.stderr
     assert "rejected:" in rejected.stdout and "project" in rejected.stdout

@@ -102,7 +102,7 @@ function kafkaConfig(env) {
   const config = {
     clientId: 'devline-node-producer',
     brokers: (env.DEVLINE_BOOTSTRAP || '127.0.0.1:9092').split(',').map((b) => b.trim()),
-    logLevel: logLevel.ERROR,
+    logLevel: logLevel.NOTHING, // failures are reported once, by this script
     connectionTimeout: 5000,
   };
   if (protocol.endsWith('SSL')) {
@@ -119,8 +119,11 @@ function kafkaConfig(env) {
 }
 
 /** Follow the plan's events from `start` offsets until a final verdict or `within` ms. */
-async function follow(kafka, topic, planId, decode, start, within) {
-  const consumer = kafka.consumer({ groupId: `devline-node-producer-${crypto.randomBytes(6).toString('hex')}` });
+async function follow(kafka, prefix, planId, decode, start, within) {
+  const topic = `${prefix}devline.events`;
+  // A group of its own (kafkajs has no group-less consumer), prefixed like devline's groups.
+  const groupId = `${prefix}devline-node-producer-${crypto.randomBytes(6).toString('hex')}`;
+  const consumer = kafka.consumer({ groupId });
   let total = 0;
   const done = new Set();
   let settle;
@@ -177,11 +180,25 @@ async function follow(kafka, topic, planId, decode, start, within) {
   }
 }
 
+/** `op()`, again while it fails with an error kafkajs calls retriable (e.g. a partition
+ * whose leader is being elected, just after the topic was created), for up to `within` ms. */
+async function retrying(op, within = 15000) {
+  const deadline = Date.now() + within;
+  for (;;) {
+    try {
+      return await op();
+    } catch (err) {
+      if (!err.retriable || Date.now() > deadline) throw err;
+      await new Promise((resolve) => { setTimeout(resolve, 250); });
+    }
+  }
+}
+
 /** The file sink writes files as a stage of its own: wait until it is past the plan. */
 async function waitForSink(admin, groupId, topic, partition, offset, within) {
   const deadline = Date.now() + within;
   while (Date.now() < deadline) {
-    const [found] = await admin.fetchOffsets({ groupId, topics: [topic] });
+    const [found] = await retrying(() => admin.fetchOffsets({ groupId, topics: [topic] }));
     const at = found && found.partitions.find((p) => p.partition === partition);
     if (at && Number(at.offset) > offset) return true;
     await new Promise((resolve) => { setTimeout(resolve, 200); });
@@ -230,10 +247,14 @@ async function main(argv, env) {
   const kafka = new Kafka(kafkaConfig(env));
   const admin = kafka.admin();
   const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
-  await admin.connect();
   try {
-    const start = await admin.fetchTopicOffsets(events);
-    const following = follow(kafka, events, record.plan_id, decode, start, opts.timeout * 1000);
+    await admin.connect();
+  } catch (err) {
+    throw new Error(`cannot reach Kafka at ${kafkaConfig(env).brokers.join(',')} (DEVLINE_BOOTSTRAP): ${err.message}`);
+  }
+  try {
+    const start = await retrying(() => admin.fetchTopicOffsets(events));
+    const following = follow(kafka, prefix, record.plan_id, decode, start, opts.timeout * 1000);
     await producer.connect();
     // Key = plan id, hashed by the Java-compatible murmur2 partitioner, as devline's own
     // producers do. The headers are for people and tools; devline decodes the value.
