@@ -23,6 +23,10 @@ log = logging.getLogger("devline.supervisor")
 
 TICK_S = 1.0  # the processor publishes its load once a second
 STALE_AFTER_S = 10.0  # no load reading for this long: hold the pool as it is
+# An acted ops `scale` decision sets the pool for this long, then the autoscaler has it
+# again: the governor's own cool-down for scale, so it can renew the target but never flap.
+OPS_HOLD_S = 60.0
+OPS_LOOKBACK = 20  # decisions per partition of devline.ops read again on start
 
 
 # -- pure policy --------------------------------------------------------------------------
@@ -30,6 +34,15 @@ STALE_AFTER_S = 10.0  # no load reading for this long: hold the pool as it is
 class LoadReading:
     backlog: int
     in_flight: int
+
+
+@dataclass(frozen=True)
+class OpsTarget:
+    """The pool size an ops decision set, until `until` (the reader's clock)."""
+
+    replicas: int
+    until: float
+    decision_id: str
 
 
 class LoadGauge:
@@ -43,6 +56,27 @@ class LoadGauge:
     def __init__(self, stale_after: float = STALE_AFTER_S) -> None:
         self.stale_after = stale_after
         self._values: dict[str, tuple[float, float]] = {}  # name -> (value, seen)
+        self.ops: OpsTarget | None = None
+
+    def observe_ops(self, event_type: str, decision: dict[str, Any], now: float,
+                    wall_ms: int, hold_s: float = OPS_HOLD_S) -> bool:
+        """Take one decoded devline.ops record; True when it was an acted `scale` decision
+        (its target then holds for what is left of `hold_s` since it was made)."""
+        params = decision.get("params") or {}
+        if event_type != "OpsDecision" or decision.get("action") != "scale" \
+                or params.get("acted") != "true":
+            return False
+        try:
+            replicas = int(params["replicas"])
+        except (KeyError, ValueError):
+            return False
+        age_s = max(wall_ms - int(decision.get("at") or 0), 0) / 1000
+        self.ops = OpsTarget(replicas, now + hold_s - age_s, str(decision.get("decision_id")))
+        return True
+
+    def ops_target(self, now: float) -> OpsTarget | None:
+        """The ops decision's target while it holds."""
+        return self.ops if self.ops is not None and now < self.ops.until else None
 
     def observe(self, event_type: str, point: dict[str, Any], now: float) -> bool:
         """Take one decoded record; return True when it was a scheduler load point."""
@@ -77,10 +111,16 @@ class PoolPolicy:
         self.config = config
         self.autoscaler = Autoscaler(config)
 
-    def decide(self, now: float, current: int, load: LoadReading | None) -> ScaleDecision:
+    def decide(self, now: float, current: int, load: LoadReading | None,
+               ops: OpsTarget | None = None) -> ScaleDecision:
+        cfg = self.config
+        if ops is not None:  # the ops agent's target, inside the hard bounds
+            desired = min(cfg.max_replicas, max(cfg.min_replicas, ops.replicas))
+            return ScaleDecision(current, desired, f"ops decision {ops.decision_id}: target "
+                                 f"{ops.replicas} for {ops.until - now:.0f}s more", desired,
+                                 now)
         if load is not None:
             return self.autoscaler.decide(now, current, load.backlog, load.in_flight)
-        cfg = self.config
         # Blind: no evidence to shrink on; only the hard bounds apply.
         desired = min(cfg.max_replicas, max(cfg.min_replicas, current))
         why = "no scheduler load reading: holding" if desired == current else (
@@ -169,27 +209,35 @@ class MetricsLink:
         from streams.client import _partitions
 
         s = self.settings
-        topic = s.topic(T.METRICS)
         consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
                                     fetch_max_wait_ms=200, **s.kafka_common())
         await consumer.start()
         try:
-            tps = await _partitions(consumer, topic)
-            consumer.assign(tps)
-            await consumer.seek_to_end(*tps)  # only the present load matters
+            ops = set(await _partitions(consumer, s.topic(T.OPS)))
+            metrics = await _partitions(consumer, s.topic(T.METRICS))
+            consumer.assign([*metrics, *ops])
+            await consumer.seek_to_end(*metrics)  # only the present load matters
+            # The last few decisions too: one made as this reader started still holds (an
+            # older one's hold has run out by the time it is read).
+            for tp, end in (await consumer.end_offsets(list(ops))).items():
+                consumer.seek(tp, max(end - OPS_LOOKBACK, 0))
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
+                for tp, records in batch.items():
                     for record in records:
-                        self._observe(record.value)
+                        self._observe(record.value, ops=tp in ops)
         finally:
             await consumer.stop()
 
-    def _observe(self, value: bytes | None) -> None:
+    def _observe(self, value: bytes | None, ops: bool = False) -> None:
         from devline.errors import DecodeError
 
         try:
             event_type, point = self.codec.decode(value or b"")
         except DecodeError:
             return  # someone else's poison; the metrics pipeline dead-letters it
-        self.gauge.observe(event_type, point, self.clock())
+        if not ops:
+            self.gauge.observe(event_type, point, self.clock())
+        elif self.gauge.observe_ops(event_type, point, self.clock(), int(time.time() * 1000)):
+            log.info("ops decision %s: worker target %s for %gs", point.get("decision_id"),
+                     (point.get("params") or {}).get("replicas"), OPS_HOLD_S)

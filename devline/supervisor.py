@@ -327,7 +327,7 @@ class Supervisor:
                             self.gauge.stale_after, len(self.active))
             else:
                 log.info("reading the scheduler's load")
-        decision = self.policy.decide(now, len(self.active), load)
+        decision = self.policy.decide(now, len(self.active), load, self.gauge.ops_target(now))
         self.decision = decision
         if decision.desired > decision.current:
             log.info("scale up %d -> %d: %s", decision.current, decision.desired,

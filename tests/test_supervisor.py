@@ -242,3 +242,38 @@ def test_a_fixed_pool_is_min_equals_max() -> None:
     sup = Supervisor(settings(), 3)
     assert (sup.config.min_replicas, sup.config.max_replicas) == (3, 3)
 
+
+
+def scale_decision(replicas: object, at: int, acted: bool = True) -> dict[str, Any]:
+    return {"decision_id": "o-9", "plan_id": None, "action": "scale", "reason": "backlog",
+            "params": {"replicas": str(replicas), "acted": "true" if acted else "false"},
+            "at": at}
+
+
+def test_an_acted_ops_scale_sets_the_pool_for_its_hold_then_the_autoscaler_resumes() -> None:
+    async def go() -> None:
+        clock = FakeClock(100.0)
+        sup = FakeSupervisor(settings(), clock=clock.now)
+        for _ in range(2):
+            await sup.add_worker()
+        load(sup, 0, 0)
+        assert not sup.gauge.observe_ops("OpsDecision", scale_decision(5, 0, acted=False),
+                                         clock.now(), 0)  # dry run: recorded only
+        assert not sup.gauge.observe_ops("OpsDecision", scale_decision("x", 0), clock.now(), 0)
+        # Made 10 s ago (read late): it holds for the 50 s left of its 60.
+        assert sup.gauge.observe_ops("OpsDecision", scale_decision(5, 990_000), clock.now(),
+                                     1_000_000, hold_s=60.0)
+        decision = await sup.scale()
+        assert (decision.current, decision.desired) == (2, 5)
+        assert "ops decision o-9" in decision.reason and len(sup.active) == 5
+        clock.advance(49.0)
+        load(sup, 0, 0)
+        assert (await sup.scale()).desired == 5  # idle, but the ops target holds
+        clock.advance(2.0)
+        load(sup, 0, 0)
+        assert "ops" not in (await sup.scale()).reason  # the autoscaler has it again
+        # A target outside the bounds is clamped to them.
+        sup.gauge.observe_ops("OpsDecision", scale_decision(40, 0), clock.now(), 0)
+        assert (await sup.scale()).desired == 6
+
+    asyncio.run(go())

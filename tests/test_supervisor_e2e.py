@@ -202,3 +202,20 @@ def test_sigterm_mid_run_exits_zero_and_a_restart_finishes_the_plan(
     redelivered = check_once_each(plan_events(settings, plan_id), tasks)
     print(f"\nSIGTERM after {done_before}/{n} done: exit 0 in {stop_s:.1f}s, {left} left; "
           f"restart finished the plan; {redelivered} redelivered completion(s)")
+
+
+def test_the_pool_obeys_an_acted_ops_scale_decision(topics: Settings, tmp_path: Path) -> None:
+    from streams.client import produce
+
+    settings = topics
+    args = ["--min-workers", "1", "--max-workers", "3", "--test-workers", "0"]
+    with supervised(settings, args, tmp_path / "run.log"):
+        wait_until("the pool at its minimum", lambda: any(
+            v == 1 for _, v in metric_points(settings, "supervisor", "replicas_current")), 60)
+        asyncio.run(produce(settings, T.OPS, "OpsDecision", {
+            "decision_id": "o-e2e", "plan_id": None, "action": "scale",
+            "reason": "worker target 1 -> 3", "at": int(time.time() * 1000),
+            "params": {"replicas": "3", "acted": "true", "target": "pool"}}, key="pool"))
+        wait_until("three workers", lambda: any(
+            v == 3 for _, v in metric_points(settings, "supervisor", "replicas_current")), 60)
+    assert "ops decision o-e2e" in (tmp_path / "run.log").read_text()
