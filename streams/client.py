@@ -63,7 +63,11 @@ async def send_raw(settings: Settings, topic: str, key: bytes | None, value: byt
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await consumer.start()
+    try:
+        await consumer.start()
+    except Exception as exc:
+        await consumer.stop()
+        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
     try:
         parts = await _partitions(consumer, settings.topic(topic))
         ends = await consumer.end_offsets(parts)
@@ -81,6 +85,7 @@ async def plan_partition(settings: Settings, plan_id: str) -> int:
     try:
         await consumer.start()
     except Exception as exc:
+        await consumer.stop()
         raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
     try:
         parts = [tp.partition for tp in await _partitions(consumer, settings.topic(T.EVENTS))]
@@ -133,7 +138,11 @@ async def records(settings: Settings, topic: str, *, from_beginning: bool = True
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=settings.max_message_bytes,
                                 fetch_max_wait_ms=100, **settings.kafka_common())
-    await consumer.start()
+    try:
+        await consumer.start()
+    except Exception as exc:
+        await consumer.stop()  # else "Unclosed AIOKafkaConsumer" when it is collected
+        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
     try:
         parts = await _partitions(consumer, settings.topic(topic))
         if partitions is not None:

@@ -10,14 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from devline.errors import PlanError
 
-if TYPE_CHECKING:  # the analyzer (and networkx) load only when the command runs
+if TYPE_CHECKING:  # the analyzer loads only when the command runs
     from agents.analysis import Analysis
 
 EXIT_ERROR = 1
@@ -26,6 +24,8 @@ EXIT_CYCLES = 3
 
 def load_plan(path: Path) -> Analysis:
     """Analyse a plan file: YAML or JSON with `files: [{path, content?, depends_on?, cost?}]`."""
+    import yaml
+
     from agents.analysis import analyze_sources
 
     try:
@@ -67,6 +67,8 @@ def load_plan(path: Path) -> Analysis:
 
 def render(analysis: Analysis, console: Console, top: int = 10) -> None:
     """Print a readable summary: counts, cycles, critical path, top priorities, errors."""
+    from rich.table import Table
+
     stats = analysis.stats
     table = Table(title=f"Dependencies of {escape(analysis.root)}", show_header=False)
     for key in ("files", "python_files", "js_files", "edges", "externals", "cycles",

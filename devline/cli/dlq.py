@@ -6,31 +6,18 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
 from devline.cli.common import err, out, run_async, settings_of
-from devline.errors import DecodeError, DevlineError
-from devline.settings import Settings
-from schemas.codec import Codec
-from streams import topics as T
-from streams.client import replay
-from streams.deadletters import (
-    Letter,
-    OriginalMissing,
-    decide_all,
-    execute,
-    find,
-    load_letters,
-    original,
-    originals,
-    redrive_marks,
-)
-from streams.emit import now_ms
+
+if TYPE_CHECKING:  # the Kafka side loads when a command runs, not for --help
+    from rich.table import Table
+
+    from devline.settings import Settings
+    from streams.deadletters import Letter
 
 dlq_app = typer.Typer(help="Inspect dead letters (devline.dlq) and redrive them.",
                       no_args_is_help=True)
@@ -75,6 +62,9 @@ def _origin(row: dict[str, Any], prefix: str) -> str:
 
 
 def _table(rows: list[dict[str, Any]], prefix: str) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                   padding=(0, 1, 0, 0))
     table.add_column("offset", justify="right", no_wrap=True)
@@ -95,6 +85,9 @@ def _table(rows: list[dict[str, Any]], prefix: str) -> Table:
 # -- commands ----------------------------------------------------------------------------
 def _letters_and_marks(settings: Settings) -> tuple[list[Letter], dict[int, str]]:
     """Every dead letter, and which of them were redriven (both topics read at once)."""
+    from schemas.codec import Codec
+    from streams.deadletters import load_letters, redrive_marks
+
     codec = Codec.from_settings(settings)
 
     async def go() -> tuple[list[Letter], dict[int, str]]:
@@ -110,6 +103,8 @@ def list_letters(
     limit: Annotated[int, typer.Option(help="Show the newest N letters (0: all)")] = 100,
 ) -> None:
     """List dead letters: source, plan/task, attempt, fingerprint, reason, redriven or not."""
+    from streams import topics as T
+
     settings = settings_of(ctx)
     letters, marks = _letters_and_marks(settings)
     total = len(letters)
@@ -139,6 +134,12 @@ def show(
 
     A big value travels by reference: the letter holds its head, the artifact store the
     full bytes, which are decoded when the store has them."""
+    from rich.table import Table
+
+    from devline.errors import DecodeError
+    from schemas.codec import Codec
+    from streams import topics as T
+
     settings = settings_of(ctx)
     letters, marks = _letters_and_marks(settings)
     letter = _found(letters, offset)
@@ -202,6 +203,20 @@ def redrive(
     against its hash; without it the redrive is refused. Exits 1 if an offset is not in
     the DLQ or a redrive was refused.
     """
+    from schemas.codec import Codec
+    from streams import topics as T
+    from streams.client import replay
+    from streams.deadletters import (
+        OriginalMissing,
+        decide_all,
+        execute,
+        find,
+        load_letters,
+        originals,
+        redrive_marks,
+    )
+    from streams.emit import now_ms
+
     if bool(offsets) == all_letters:
         err.print("[red]error:[/red] give OFFSET... or --all (not both)")
         raise typer.Exit(2)
@@ -249,6 +264,8 @@ def redrive(
 
 async def _full_value(letter: Letter, settings: Settings) -> tuple[bytes | None, str | None]:
     """The full value of a letter kept by reference, or None and why the store lacks it."""
+    from streams.deadletters import OriginalMissing, original
+
     try:
         return await original(letter, "value", settings.artifact_store()) or b"", None
     except OriginalMissing as exc:
@@ -256,6 +273,9 @@ async def _full_value(letter: Letter, settings: Settings) -> tuple[bytes | None,
 
 
 def _found(letters: Sequence[Letter], offset: int) -> Letter:
+    from devline.errors import DevlineError
+    from streams.deadletters import find
+
     try:
         letter = find(letters, offset)
     except DevlineError as exc:

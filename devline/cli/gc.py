@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from devline.cli.common import err, out, run_async, settings_of
 from devline.errors import ConfigError
-from streams.gc import MIN_GRACE_S, Report, collect, collectable
+
+if TYPE_CHECKING:  # streams.gc loads when the command runs, not for --help
+    from streams.gc import Report
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -64,6 +66,8 @@ def gc(
     """Delete artifacts (contents, briefs, plan documents, cache refs) that no live table,
     dead letter or test-duration record needs. Reads the tables' changelogs and the DLQ to
     their end first, and refuses to delete anything if it cannot."""
+    from streams.gc import MIN_GRACE_S, collect, collectable
+
     settings = settings_of(ctx)
     try:
         grace_s = seconds(grace)

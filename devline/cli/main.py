@@ -1,24 +1,65 @@
-"""`devline`: submit plans, run the pipeline, inspect topics."""
+"""`devline`: submit plans, run the pipeline, inspect topics.
+
+Start-up cost matters (`devline --help`, `devline analyze` run in a fraction of a second):
+this module and every command module import only typer, rich and devline's light
+modules at the top; the settings model (pydantic), the Kafka clients, Faust and the
+analyzer load inside the commands that use them.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
+import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
+from typer.core import TyperOption
 
 from devline.cli.common import env_help, err, out, run_async, settings_of, setup_logging
-from devline.errors import ConfigError, PlanError
-from devline.settings import Settings
+from devline.envvars import env_name
+
+if TYPE_CHECKING:
+    from devline.settings import Settings
+
+
+def _flag_type(self: TyperOption, ctx: Any) -> str | None:
+    """A flag takes no value: show none (typer 0.29 shows `<bool>` for every flag,
+    `--help` included, as if `--wait <bool>` wanted an argument)."""
+    if self.is_flag and self.metavar is None:
+        return None
+    return _option_type(self, ctx)
+
+
+_option_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
 
 app = typer.Typer(help="devline: drive a development plan through parallel workers over Kafka.",
                   no_args_is_help=True, add_completion=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
 PROCESSES = {"run", "processor", "worker", "sink", "demo"}
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 topics_app = typer.Typer(help="Create and describe devline's topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+
+
+def version_text() -> str:
+    """`devline <version>`, from the installed package's metadata."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"devline {version('devline')}"
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        from devline import __version__
+
+        return f"devline {__version__}"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(version_text())
+        raise typer.Exit(0)
 
 
 @app.callback()
@@ -31,18 +72,38 @@ def main_options(
     topic_prefix: Annotated[str | None, typer.Option(
         help=env_help("topic_prefix", "Prefix for every topic and consumer group"))] = None,
     log_level: Annotated[str | None, typer.Option(
-        help=env_help("log_level", "Log level: DEBUG, INFO, WARNING"))] = None,
+        help=env_help("log_level", "Log level: DEBUG, INFO, WARNING, ERROR"))] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", is_eager=True, callback=_print_version,
+        help="Print devline's version and exit")] = False,
 ) -> None:
     """Global options; every one can also come from a DEVLINE_* environment variable."""
-    try:
-        ctx.obj = Settings.from_env(bootstrap=bootstrap, registry_url=registry_url,
-                                    topic_prefix=topic_prefix, log_level=log_level)
-    except ConfigError as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}")
-        raise typer.Exit(2) from None
+    level = (log_level or os.environ.get(env_name("log_level")) or "INFO").upper()
+    if level not in LEVELS:
+        err.print(f"[red]error:[/red] log level {escape(level)!r}: use one of "
+                  f"{', '.join(LEVELS)}")
+        raise typer.Exit(2)
+
+    def build() -> Settings:
+        # Built when a command first asks (settings_of): `analyze` never pays for pydantic.
+        from devline.errors import ConfigError
+        from devline.settings import Settings
+
+        try:
+            return Settings.from_env(bootstrap=bootstrap, registry_url=registry_url,
+                                     topic_prefix=topic_prefix, log_level=level)
+        except ConfigError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
+            raise typer.Exit(2) from None
+
+    ctx.obj = build
     # Commands that start processes log what Kafka says; one-shot commands print one
     # readable error instead of the client library's reconnect chatter.
-    setup_logging(ctx.obj.log_level, quiet_kafka=ctx.invoked_subcommand not in PROCESSES)
+    setup_logging(level, quiet_kafka=ctx.invoked_subcommand not in PROCESSES)
+    if ctx.invoked_subcommand in PROCESSES:
+        from devline.cli import lognoise
+
+        lognoise.install()
 
 
 @topics_app.command("create")
@@ -50,9 +111,17 @@ def topics_create(ctx: typer.Context) -> None:
     """Create every catalogue topic that is missing (safe to run again)."""
     from streams.topics import create_topics
 
-    result = run_async(create_topics(settings_of(ctx)))
+    settings = settings_of(ctx)
+    # The table below is the report; the library's per-topic log line would repeat it.
+    quiet = logging.getLogger("streams.topics")
+    level = quiet.level
+    quiet.setLevel(max(logging.WARNING, level))
+    try:
+        result = run_async(create_topics(settings))
+    finally:
+        quiet.setLevel(level)
     for name, status in sorted(result.items()):
-        out.print(f"{status:8} {name}")
+        out.print(f"{status:8} {name}", soft_wrap=True)
 
 
 @topics_app.command("describe")
@@ -94,6 +163,7 @@ def submit(
     from agents.executors.config import Executors
     from agents.planning import load_plan_file, submission_digest
     from devline.cli.progress import follow_plan
+    from devline.errors import ConfigError, PlanError
     from streams.client import publish_plan
 
     settings = settings_of(ctx)
@@ -116,109 +186,13 @@ def submit(
         raise typer.Exit(code)
 
 
-@app.command()
-def tail(
-    ctx: typer.Context,
-    topic: Annotated[str, typer.Argument(help="Topic, e.g. devline.plans (prefix added)")],
-    from_beginning: Annotated[bool, typer.Option("--from-beginning")] = False,
-    count: Annotated[int | None, typer.Option(help="Stop after N records")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep waiting for more")] = False,
-    idle: Annotated[float, typer.Option(help="Stop after this many idle seconds")] = 5.0,
-) -> None:
-    """Print decoded events of TOPIC as JSON lines (undecodable records are shown as such)."""
-    from schemas.codec import Codec
-    from streams.client import decode_for_display, records
-
-    settings = settings_of(ctx)
-    codec = Codec.from_settings(settings)
-
-    async def go() -> None:
-        n = 0
-        async for record in records(settings, topic, from_beginning=from_beginning,
-                                    idle_timeout=idle, follow=follow or count is not None):
-            print(json.dumps(decode_for_display(codec, record), default=str), flush=True)
-            n += 1
-            if count is not None and n >= count:
-                return
-
-    run_async(go())
-
-
-@app.command()
-def status(
-    ctx: typer.Context,
-    plan_id: Annotated[str | None, typer.Argument(help="One plan (default: all)")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-) -> None:
-    """Show plan progress, folded from the event log (what a replay rebuilds)."""
-    from agents.scheduling.fixes import state_name
-    from streams.client import replay
-
-    states = run_async(replay(settings_of(ctx), plan_id))
-    if plan_id and plan_id not in states:
-        err.print(f"[red]error:[/red] no plan {plan_id!r} in the event log")
-        raise typer.Exit(1)
-    summary: list[dict[str, Any]] = []
-    for pid, st in sorted(states.items()):
-        counts: dict[str, int] = {}
-        for task in st.tasks.values():
-            name = state_name(task)
-            counts[name] = counts.get(name, 0) + 1
-        h = st.header
-        summary.append({"plan_id": pid, "name": h.get("name"), "status": h["status"],
-                        "files": h.get("total", 0), "done": h.get("done", 0),
-                        "cache_hits": h.get("cache_hits", 0), "tasks": counts,
-                        "qa": {k: h.get(f"qa_{k}", 0) for k in ("checks", "skipped", "failed")}
-                        | {"fixes": h.get("fixes", 0)},
-                        "retired_at": h.get("retired_at")})
-    if as_json:
-        print(json.dumps(summary if not plan_id else summary[0], indent=2))
-        return
-    for s in summary:
-        tasks = ", ".join(f"{k} {v}" for k, v in sorted(s["tasks"].items()))
-        retired = "  (retired from the live tables)" if s["retired_at"] else ""
-        q = s["qa"]
-        qa = (f"  QA {q['checks']} checks, {q['skipped']} skipped, {q['failed']} failed, "
-              f"{q['fixes']} fixes" if q["checks"] or q["skipped"] else "")
-        out.print(f"{s['plan_id']}  {s['status']:8} {s['done']}/{s['files']} files  "
-                  f"cache hits {s['cache_hits']}  ({tasks}){qa}  {s['name']}{retired}")
-    if not summary:
-        out.print("no plans in the event log")
-
-
-@app.command()
-def events(
-    ctx: typer.Context,
-    plan_id: Annotated[str, typer.Argument(help="The plan whose timeline to show")],
-    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
-) -> None:
-    """Show a plan's timeline from the event log: what happened, to which file, where, when."""
-    from rich.table import Table
-
-    from streams.client import plan_timeline
-
-    rows = run_async(plan_timeline(settings_of(ctx), plan_id))
-    if not rows:
-        err.print(f"[red]error:[/red] no events for plan {escape(plan_id)!r}")
-        raise typer.Exit(1)
-    if as_json:
-        for row in rows:
-            print(json.dumps(row), flush=True)
-        return
-    table = Table()
-    for name in ("+s", "event", "file", "attempt"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("worker", overflow="fold")
-    table.add_column("detail", overflow="fold")
-    for r in rows:
-        table.add_row(f"{r['t'] / 1000:.3f}", r["type"], escape(r["task"] or ""),
-                      str(r["attempt"] or ""), escape(r["worker"] or ""), escape(r["detail"]))
-    out.print(table)
-
-
 def _register_optional() -> None:
-    from devline.cli import runner
+    # Each module imports only typer/rich at its top; --help lists them all cheaply.
+    from devline.cli import plans, runner, tail
 
+    app.command("tail")(tail.tail)
+    app.command("status")(plans.status)
+    app.command("events")(plans.events)
     app.command("run")(runner.run)
     app.command("worker")(runner.worker)
     app.command("tester")(runner.tester)
@@ -236,10 +210,8 @@ def _register_optional() -> None:
 
     app.add_typer(dlq_app, name="dlq")
     __import__("devline.cli.rollout", fromlist=["register"]).register(app)
-    try:
-        from devline.cli.analyze import analyze
-    except ImportError:  # the analyzer ships in its own module
-        return
+    from devline.cli.analyze import analyze
+
     app.command("analyze")(analyze)
 
 
@@ -247,4 +219,5 @@ _register_optional()
 
 
 def main() -> None:
-    app()
+    app(prog_name="devline")  # also under `python -m devline`
+

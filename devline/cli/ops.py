@@ -8,10 +8,8 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from devline.cli.common import out, run_async, settings_of
-from streams import topics as T
 
 ops_app = typer.Typer(help="The ops agent: rules over metric windows and plan events that "
                       "re-prioritise, pause/resume executors, advise the pool size and roll "
@@ -52,6 +50,9 @@ def decisions(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines")] = False,
 ) -> None:
     """List the decisions on devline.ops, oldest first."""
+    from rich.table import Table
+
+    from streams import topics as T
     from streams.ops.listing import load_decisions
 
     settings = settings_of(ctx)

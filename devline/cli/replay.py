@@ -216,6 +216,10 @@ def reset(
         "epoch); the tables are kept")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print what the reset would do; change nothing")] = False,
+    wait: Annotated[float, typer.Option(
+        "--wait", metavar="SECONDS", help="Wait up to this long for processors to leave "
+        "their groups before refusing (a stopped processor is a static member: it stays "
+        "in its group until its 6 s session timeout)")] = 0.0,
 ) -> None:
     """Reset the stream processors of this prefix, like Kafka Streams' application reset
     tool: refuses while a processor runs, moves its consumer group's offsets, clears the
@@ -229,9 +233,14 @@ def reset(
         raise _fail(f"--to-datetime: {exc}", 2) from None
     if to_earliest == (at_ms is not None):
         raise _fail("give one of --to-earliest and --to-datetime", 2)
-    plan = run_async(plan_reset(settings, to_earliest=to_earliest, at_ms=at_ms))
+    deadline = time.monotonic() + wait
+    while True:
+        plan = run_async(plan_reset(settings, to_earliest=to_earliest, at_ms=at_ms))
+        why = refusal(plan)
+        if not why or dry_run or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
     lines = plan.describe(settings)
-    why = refusal(plan)
     if dry_run:
         out.print(escape("dry run: " + lines[0]), soft_wrap=True)
         for line in lines[1:]:

@@ -14,17 +14,16 @@ import signal
 import socket
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from agents.rollout import Control
 from devline.cli.common import out, run_async, settings_of
-from devline.settings import Settings
-from streams import topics as T
-from streams.client import produce
-from streams.emit import new_id, now_ms
+
+if TYPE_CHECKING:  # the rollout machine and the Kafka client load when a command runs
+    from agents.rollout import Control
+    from devline.settings import Settings
 
 rollout_app = typer.Typer(help="Watch and steer canary rollouts (devline.rollouts).",
                           no_args_is_help=True)
@@ -44,6 +43,10 @@ def who() -> str:
 async def send_control(settings: Settings, plan: str, action: Control, by: str | None = None,
                        reason: str | None = None) -> str:
     """Write one RolloutControl; return its event id."""
+    from streams import topics as T
+    from streams.client import produce
+    from streams.emit import new_id, now_ms
+
     event_id = new_id()
     await produce(settings, T.ROLLOUTS, "RolloutControl", {
         "event_id": event_id, "plan_id": plan, "action": action.value, "by": by or who(),
@@ -51,7 +54,10 @@ async def send_control(settings: Settings, plan: str, action: Control, by: str |
     return event_id
 
 
-def _control(ctx: typer.Context, plan: str, action: Control, reason: str | None) -> None:
+def _control(ctx: typer.Context, plan: str, name: str, reason: str | None) -> None:
+    from agents.rollout import Control
+
+    action = Control[name]
     settings = settings_of(ctx)
     event_id = run_async(send_control(settings, plan, action, reason=reason))
     out.print(f"{action.value} sent for {escape(plan)} ({event_id}); "
@@ -64,37 +70,37 @@ def promote(ctx: typer.Context, plan: PlanArg, reason: ReasonOpt = None,
                 "--full", help="Go straight to 100% and finish once it is live (no more "
                 "bakes or analysis)")] = False) -> None:
     """Accept the current step (its weight must be live) and go on to the next."""
-    _control(ctx, plan, Control.PROMOTE_FULL if full else Control.PROMOTE, reason)
+    _control(ctx, plan, "PROMOTE_FULL" if full else "PROMOTE", reason)
 
 
 @rollout_app.command("skip-step")
 def skip_step(ctx: typer.Context, plan: PlanArg, reason: ReasonOpt = None) -> None:
     """Leave the current step now, live or not (the last one only once it is live)."""
-    _control(ctx, plan, Control.SKIP_STEP, reason)
+    _control(ctx, plan, "SKIP_STEP", reason)
 
 
 @rollout_app.command()
 def pause(ctx: typer.Context, plan: PlanArg, reason: ReasonOpt = None) -> None:
     """Stop the rollout's clocks (bake and deadline keep their remaining time)."""
-    _control(ctx, plan, Control.PAUSE, reason)
+    _control(ctx, plan, "PAUSE", reason)
 
 
 @rollout_app.command()
 def resume(ctx: typer.Context, plan: PlanArg, reason: ReasonOpt = None) -> None:
     """Restart the clocks of a paused rollout."""
-    _control(ctx, plan, Control.RESUME, reason)
+    _control(ctx, plan, "RESUME", reason)
 
 
 @rollout_app.command()
 def abort(ctx: typer.Context, plan: PlanArg, reason: ReasonOpt = None) -> None:
     """Roll back to the stable revision now."""
-    _control(ctx, plan, Control.ABORT, reason)
+    _control(ctx, plan, "ABORT", reason)
 
 
 @rollout_app.command()
 def retry(ctx: typer.Context, plan: PlanArg, reason: ReasonOpt = None) -> None:
     """After a rollback or an abort, start the same revision again at the first step."""
-    _control(ctx, plan, Control.RETRY, reason)
+    _control(ctx, plan, "RETRY", reason)
 
 
 def describe(state: dict[str, Any], audit: list[dict[str, Any]], now: int) -> list[str]:

@@ -116,6 +116,9 @@ def processor(
         raise typer.Exit(0)  # stdin closed: the supervisor is gone, nothing to stand in for
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), quiet=True,
                           override_logging=False)
+    # No terminal spinner: its end writes a cursor escape (\x1b[?25h) to stdout even
+    # when that is a pipe or a log file.
+    worker.spinner = None
     worker.execute_from_commandline()
 
 

@@ -19,9 +19,9 @@ from urllib.parse import urlencode
 import typer
 
 from devline.cli.common import err, out, run_async, settings_of
-from devline.settings import Settings
 
 if TYPE_CHECKING:
+    from devline.settings import Settings
     from streams.observe.service import ObserveService
 
 log = logging.getLogger("devline.observe")
