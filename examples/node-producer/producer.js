@@ -133,6 +133,7 @@ async function follow(kafka, prefix, planId, decode, start, within) {
   try {
     await consumer.subscribe({ topic, fromBeginning: false });
     await consumer.run({
+      autoCommit: false, // a reader of its own: nothing to resume, so no offsets left behind
       eachMessage: async ({ partition, message }) => {
         if (!message.key || message.key.toString() !== planId) return;
         let event;
