@@ -157,7 +157,8 @@ def refusal(plan: ResetPlan) -> str | None:
     who = "; ".join(f"{g}: {len(m)} member(s) ({', '.join(m[:3])})"
                     for g, m in sorted(running.items()))
     return (f"processors of this prefix are running ({who}); stop them (`devline run`, "
-            "`devline processor`) and reset again")
+            "`devline processor`) and reset again (one stopped in the last 6 s is still a "
+            "member until its session times out: --wait 10 waits for it)")
 
 
 async def apply_reset(settings: Settings, plan: ResetPlan) -> None:
