@@ -67,12 +67,15 @@ def test_node_fingerprints_and_encoding_are_the_codecs(node_producer: Path,
                                                        tmp_path: Path) -> None:
     codec = Codec()
     listing = ("const w = require('./wire'); const fs = require('fs');"
+               "console.log('int', w.crc64Avro('\"int\"').toString('hex'));"
                "for (const f of fs.readdirSync(process.argv[1])) if (f.endsWith('.avsc')) {"
                " const t = w.loadEventType(process.argv[1], f);"
                " console.log(t.type.name.split('.').pop(), t.fingerprint.toString('hex')); }")
     proc = subprocess.run([NODE, "-e", listing, str(ROOT / "schemas")], cwd=EXAMPLE,
                           capture_output=True, text=True, timeout=30, check=True)
     from_node = dict(line.split() for line in proc.stdout.splitlines())
+    # The Avro spec's test vector: "int" -> 8247732601305521295, little-endian on the wire.
+    assert from_node.pop("int") == (8247732601305521295).to_bytes(8, "little").hex()
     assert from_node == {t: codec.fingerprint(t).hex() for t in codec.event_types}
 
     out = node(node_producer, str(plan_file(tmp_path, "p.json", {**PLAN, "plan_id": "n1"})),
