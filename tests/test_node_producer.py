@@ -3,18 +3,24 @@ plans that devline decodes, accepts or rejects, runs and writes, and reads the a
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
+from samples import mock_registry
 
+from agents.planning import plan_record
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+from streams.client import send_raw
 from tests.harness import raw_records, running_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,9 +114,16 @@ def test_a_plan_submitted_from_node_is_rejected_or_completed_and_written(
     bad = plan_file(tmp_path, "bad.json", {**PLAN, "plan_id": "node-bad",
                                            "project": "../escaped"})
     good = plan_file(tmp_path, "good.json", {**PLAN, "plan_id": "node-good"})
-    with running_pipeline(settings, workers=1):
+    # A producer with a registry, in a cluster without one: its records cannot be read.
+    framed = Codec(registry_client=mock_registry()).encode(
+        "PlanSubmitted", plan_record({**PLAN, "plan_id": "framed"}))
+    log = tmp_path / "run.log"
+    with running_pipeline(settings, workers=1, log=log):
         rejected = node(node_producer, str(bad), "--timeout", "90", env=env)  # + start-up
         done = node(node_producer, str(good), "--timeout", "60", env=env)
+        for _ in range(2):
+            asyncio.run(send_raw(settings, settings.topic(T.PLANS), b"framed", framed, []))
+        letters = wait_for_dead_letters(settings, 2)
     assert rejected.returncode == 1, rejected.stdout + rejected.stderr
     assert "rejected:" in rejected.stdout and "project" in rejected.stdout
     assert done.returncode == 0, done.stdout + done.stderr
@@ -126,3 +139,17 @@ def test_a_plan_submitted_from_node_is_rejected_or_completed_and_written(
     headers = dict(sent[b"node-good"].headers)
     assert headers == {"event-type": b"PlanSubmitted", "plan-id": b"node-good",
                        "trace-id": b"node-good"}
+    # Refused (dead-lettered, saying why), and the mismatch is logged once, not per record.
+    for letter in letters:
+        assert "no schema registry is configured" in dict(letter.headers)["dlq-reason"].decode()
+    assert log.read_text().count("read a Confluent-framed record") == 1
+
+
+def wait_for_dead_letters(settings: Settings, count: int, within: float = 30.0) -> list[Any]:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        letters = raw_records(settings, T.DLQ, idle=0.3)
+        if len(letters) >= count:
+            return letters
+        time.sleep(0.3)
+    raise AssertionError(f"fewer than {count} dead letters within {within:g}s")
