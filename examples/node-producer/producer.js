@@ -256,6 +256,7 @@ async function main(argv, env) {
   try {
     const start = await retrying(() => admin.fetchTopicOffsets(events));
     const following = follow(kafka, prefix, record.plan_id, decode, start, opts.timeout * 1000);
+    following.catch(() => {}); // awaited below; meanwhile a failure is not "unhandled"
     await producer.connect();
     // Key = plan id, hashed by the Java-compatible murmur2 partitioner, as devline's own
     // producers do. The headers are for people and tools; devline decodes the value.
