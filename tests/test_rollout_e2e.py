@@ -199,3 +199,38 @@ def test_an_acted_ops_rollback_aborts_the_rollout_and_a_dry_run_does_not(
         assert len(actions(log, "rollback")) == 1
 
     asyncio.run(go())
+
+
+def test_a_poison_rollout_record_is_dead_lettered_once_and_the_stage_goes_on(
+        topics: Settings) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    async def poison() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=topics.bootstrap)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.topic(T.ROLLOUTS), b"\x00garbage",
+                                         key=b"p-poison")
+        finally:
+            await producer.stop()
+
+    async def letters() -> list[Any]:
+        return [r async for r in records(topics, T.DLQ, idle_timeout=0.5)
+                if dict(r.headers).get("dlq-source-topic") == topics.topic(T.ROLLOUTS).encode()]
+
+    async def go() -> None:
+        await poison()
+        async with stage_running(topics, MovableClock()) as stage:
+            await complete_plan(topics, "p-after", {"rollout.sim.r2.error_rate": "0"})
+            deadline = time.monotonic() + 30
+            while "p-after" not in stage.states or stage.states["p-after"]["run"] is None:
+                assert time.monotonic() < deadline, "the stage stopped after the poison"
+                await asyncio.sleep(0.2)
+        async with stage_running(topics, MovableClock()):  # replays the poison: not again
+            pass
+        found = await letters()
+        assert len(found) == 1
+        reason = dict(found[0].headers)["dlq-reason"].decode()
+        assert "undecodable" in reason and found[0].key == b"p-poison"
+
+    asyncio.run(go())

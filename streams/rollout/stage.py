@@ -47,7 +47,7 @@ from devline.errors import DecodeError, PlanError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
-from streams.emit import headers_for
+from streams.emit import dead_letter_headers, headers_for, stored_by_reference
 from streams.rollout.config import RolloutConfig
 from streams.rollout.effects import Effects
 from streams.rollout.records import (
@@ -91,6 +91,7 @@ class RolloutStage:
         self.producer: AIOKafkaProducer | None = None
         self.effects = Effects(config, self.emit, clock, self.request_fix)
         self.caught_up = asyncio.Event()
+        self.bookmarks: dict[TopicPartition, int] = {}  # dead-lettered below these
 
     # -- the log ---------------------------------------------------------------------
     async def emit(self, topic: str, event_type: str, record: dict[str, Any], key: str) -> None:
@@ -108,7 +109,10 @@ class RolloutStage:
         self.producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap, acks="all",
                                          max_request_size=s.max_message_bytes,
                                          **s.kafka_common())
+        # Assigned, read from the beginning; its group only bookmarks how far a live stage
+        # got, so a poison record is dead-lettered once, not on every restart.
         rollouts = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
+                                    group_id=s.group("devline-rollouts-log"),
                                     fetch_max_wait_ms=50, **s.kafka_common())
         # A static member: a restarted stage (one per prefix) takes the partitions back at
         # once instead of waiting out the killed one's session.
@@ -130,6 +134,8 @@ class RolloutStage:
             parts = [TopicPartition(s.topic(T.ROLLOUTS), p) for p in
                      sorted(await self._partitions(rollouts, s.topic(T.ROLLOUTS)))]
             rollouts.assign(parts)
+            for tp in parts:
+                self.bookmarks[tp] = await rollouts.committed(tp) or 0
             await rollouts.seek_to_beginning(*parts)
             ends = await rollouts.end_offsets(parts)
             await events.start()
@@ -163,9 +169,15 @@ class RolloutStage:
             batch = await rollouts.getmany(timeout_ms=int(TICK_S * 1000))
             for tp in sorted(batch, key=lambda t: t.partition):
                 for record in batch[tp]:
-                    self._on_rollout(record)
+                    poison = self._on_rollout(record)
+                    if poison is not None and record.offset >= self.bookmarks.get(tp, 0):
+                        await self._dead_letter(record, poison)
+                if self.live:
+                    await rollouts.commit({tp: batch[tp][-1].offset + 1})
             if not self.live and await _read_to(rollouts, ends):
                 self._catch_up()
+                # Everything replayed is handled (poison dead-lettered): bookmark it.
+                await rollouts.commit({tp: await rollouts.position(tp) for tp in ends})
             if self.live:
                 got = await events.getmany(timeout_ms=10)
                 for tp, recs in got.items():
@@ -183,19 +195,31 @@ class RolloutStage:
                     self._sweep()
 
     # -- folding ---------------------------------------------------------------------
-    def _on_rollout(self, record: Any) -> None:
+    async def _dead_letter(self, record: Any, reason: str) -> None:
+        """A record of devline.rollouts the fold cannot read goes to the DLQ with the reason
+        (big ones by reference); the stage goes on."""
+        assert self.producer is not None
+        log.warning("devline.rollouts[%d]@%d: dead-lettered: %s", record.partition,
+                    record.offset, reason)
+        headers = dead_letter_headers(reason, topic=record.topic, partition=record.partition,
+                                      offset=record.offset)
+        letter = await stored_by_reference(self.settings.artifact_store(), record.value,
+                                           record.key, headers)
+        await self.producer.send_and_wait(self.settings.topic(T.DLQ), key=letter.key,
+                                          value=letter.value, headers=letter.headers)
+
+    def _on_rollout(self, record: Any) -> str | None:
+        """Fold one record of devline.rollouts; the reason when it is poison."""
         try:
             avro_type, value = self.codec.decode(record.value or b"")
         except DecodeError as exc:
-            log.warning("devline.rollouts[%d]@%d: undecodable, skipped: %s",
-                        record.partition, record.offset, exc)
-            return
+            return f"undecodable: {exc}"
         if avro_type == ACTION:
             self.unanswered.pop(value["event_id"], None)
-            return
+            return None
         found = to_event(avro_type, value)
         if found is None:
-            return
+            return None
         kind, event = found
         plan = str(value["plan_id"])
         state = self.states.setdefault(plan, initial_state(plan))
@@ -206,8 +230,7 @@ class RolloutStage:
         try:
             actions = apply(state, kind.value, event, now_ms=int(record.timestamp))
         except RolloutEventError as exc:
-            log.warning("rollout %s: %s skipped: %s", plan, avro_type, exc)
-            return
+            return f"rollout {plan}: {avro_type} not applicable: {exc}"
         trigger = str(value["event_id"])
         numbered = list(enumerate(actions))
         for _, action in numbered:
@@ -220,6 +243,7 @@ class RolloutStage:
                 if action.kind in ONCE:
                     self.unanswered[make_id(plan, "action", trigger, index)] = (
                         plan, trigger, index, action)
+        return None
 
     def _execute(self, plan: str, trigger: str, numbered: list[tuple[int, Action]]) -> None:
         if not numbered:
