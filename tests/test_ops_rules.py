@@ -215,6 +215,36 @@ def test_canary_without_enough_data_or_before_the_deploy_is_inconclusive() -> No
     assert canary_breach(view_of(_latency([5.0] * 20), canaries=late_start), T0 + MIN) == []
 
 
+def _measured(plan: str, revision: str, values: list[float], at: int) -> list[Point]:
+    """A rollout's analysis measurements, as the stage publishes them."""
+    return [Point("rollout", "canary.error_rate", v, at + i * 1000,
+                  {"plan_id": plan, "revision": revision, "host": f"h{i}"})
+            for i, v in enumerate(values)]
+
+
+def test_canary_windows_become_facts_and_a_breach_names_its_revision() -> None:
+    from agents.ops.rules import canary_facts
+
+    # v1 was healthy a minute earlier; v2 fails 30% of its requests.
+    view = view_of(_measured("p9", "v1", [0.0] * 5, T0) + _measured("p9", "v2", [0.3] * 5,
+                                                                      T0 + MIN))
+    assert {a.dims for a in view.aggregates.values() if a.metric == "canary.error_rate"} == {
+        (("plan_id", "p9"), ("revision", "v1")), (("plan_id", "p9"), ("revision", "v2"))}
+    view.canaries = canary_facts(view.aggregates.values())
+    assert sorted(view.canaries) == ["p9@v1:canary.error_rate", "p9@v2:canary.error_rate"]
+    v2 = view.canaries["p9@v2:canary.error_rate"]
+    assert (v2.started_at, v2.threshold, v2.plan_id, v2.revision) == (T0 + MIN, 0.1, "p9",
+                                                                       "v2")
+    (p,) = canary_breach(view, T0 + 2 * MIN)
+    assert (p.action, p.plan_id, p.params["revision"], p.params["value"]) == (
+        Action.ROLLBACK, "p9", "v2", "0.3")
+    # Too few measurements are no evidence; a metric without a limit is not judged.
+    few = view_of(_measured("p9", "v3", [0.9] * 2, T0))
+    few.canaries = canary_facts(few.aggregates.values())
+    assert canary_breach(few, T0 + MIN) == []
+    assert canary_facts(view.aggregates.values(), RuleConfig(canary_limits={})) == {}
+
+
 def test_same_inputs_give_the_same_proposals_and_ids() -> None:
     def build() -> OpsView:
         return view_of(verdicts("p1", 1, 20) + calls("http", 0, 20) + load(30, 0, T0),

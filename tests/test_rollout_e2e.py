@@ -100,6 +100,12 @@ def test_healthy_canary_goes_50_then_100_and_is_done(topics: Settings) -> None:
         assert measured and all(m["measurement"]["samples"] >= 3 for m in measured)
         started = [v for et, v in log if et == "RolloutStarted"]
         assert len(started) == 1  # one start, whatever re-reads happen
+        # Each measurement also feeds the ops agent's canary windows.
+        points = [v for et, v in await log_of(topics, T.METRICS)
+                  if et == "MetricPoint" and v["name"] == "canary.error_rate"]
+        assert len(points) == len(measured)
+        assert {(p["labels"]["plan_id"], p["labels"]["revision"]) for p in points} == {
+            ("p-healthy", "r2")}
 
     asyncio.run(go())
 

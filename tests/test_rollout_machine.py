@@ -454,3 +454,5 @@ def test_only_an_acted_ops_rollback_of_the_running_run_aborts() -> None:
     dry = {**decision, "params": {"acted": "false"}}
     assert "dry run" in (ops_abort_refusal(state, dry) or "")
     assert ops_abort_refusal(state, {**decision, "action": "scale"}) == "not a rollback"
+    other = {**decision, "params": {"acted": "true", "revision": "r1"}}
+    assert "about revision r1" in (ops_abort_refusal(state, other) or "")

@@ -39,6 +39,9 @@ DEFAULT_ALLOW: Mapping[str, tuple[str, ...]] = {
     "qa.chain_seconds": ("chain",),
     "qa.fix_decisions": ("outcome", "reverted", "cause"),
     "integration.shard_seconds": ("shards",),
+    # A canary's analysis measurements (`canary.<metric>`, from the rollout stage), per
+    # plan and revision: live rollouts are few, and the ops agent's canary rule needs them.
+    "canary.*": ("plan_id", "revision"),
 }
 
 
@@ -55,6 +58,8 @@ class DimensionPolicy:
     def kept(self, metric: str, labels: Mapping[str, str]) -> Dims:
         """Return the dimensions a point's labels give, before the series cap."""
         names = self.allow.get(metric)
+        if names is None and "." in metric:
+            names = self.allow.get(metric.split(".", 1)[0] + ".*")
         keep = (lambda k: k in names) if names is not None else (
             lambda k: k in self.default_labels)
         return tuple(sorted((k, str(v)[:self.max_value_len]) for k, v in labels.items()

@@ -7,12 +7,12 @@ flapping, cool-downs and step limits are the `Governor`'s job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from agents.metrics import Aggregate
 from agents.ops.types import Action, Proposal
-from agents.ops.view import OpsView
+from agents.ops.view import CanaryFacts, OpsView
 from agents.resilience.autoscale import AutoscaleConfig, Autoscaler
 
 MIN = 60_000
@@ -35,6 +35,12 @@ class RuleConfig:
     executor_min_calls: int = 10
     executor_resume_after_s: float = 300.0
     executor_resume_rate: float = 0.2
+    # Canary metrics (`canary.<name>` windows the rollout stage's measurements feed) and
+    # the mean a 1-minute window may not exceed; a rollout's own rules judge each
+    # interval, this judges whole windows as a second opinion.
+    canary_limits: Mapping[str, float] = field(
+        default_factory=lambda: {"canary.error_rate": 0.1})
+    canary_min_count: int = 3
 
 
 DEFAULT_CONFIG = RuleConfig()
@@ -188,9 +194,31 @@ def canary_breach(view: OpsView, now_ms: int,
         out.append(Proposal(
             "canary_breach", Action.ROLLBACK, c.deployment_id,
             {"deployment_id": c.deployment_id, "metric": c.metric, "stat": c.stat,
-             "value": f"{worst:g}", "threshold": f"{c.threshold:g}"},
+             "value": f"{worst:g}", "threshold": f"{c.threshold:g}",
+             **({"revision": c.revision} if c.revision else {})},
             f"canary {c.deployment_id}: {c.metric} {c.stat} {worst:g} > {c.threshold:g}",
             tuple(a.key for a in aggs), c.plan_id))
+    return out
+
+
+def canary_facts(aggregates: Iterable[Aggregate], config: RuleConfig = DEFAULT_CONFIG
+                 ) -> dict[str, CanaryFacts]:
+    """The canaries under analysis, from the windows of their `canary.*` metrics: one per
+    plan, revision and limited metric, counted from its first window (so an earlier
+    revision's windows never judge a later one)."""
+    out: dict[str, CanaryFacts] = {}
+    for a in aggregates:
+        limit = config.canary_limits.get(a.metric)
+        plan, revision = a.dim("plan_id"), a.dim("revision")
+        if limit is None or not plan or not revision or a.window_size != MIN:
+            continue
+        key = f"{plan}@{revision}:{a.metric}"
+        seen = out.get(key)
+        start = a.window_start if seen is None else min(seen.started_at, a.window_start)
+        out[key] = CanaryFacts(f"{plan}@{revision}", a.metric, limit, stat="mean",
+                               dims={"plan_id": plan, "revision": revision},
+                               window_size=MIN, min_count=config.canary_min_count,
+                               started_at=start, plan_id=plan, revision=revision)
     return out
 
 

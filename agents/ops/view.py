@@ -54,6 +54,7 @@ class CanaryFacts:
     min_count: int = 5
     started_at: int = 0  # only windows starting at or after it count
     plan_id: str | None = None
+    revision: str | None = None  # the canary's revision (a rollback names it)
 
 
 @dataclass

@@ -153,6 +153,8 @@ def ops_abort_refusal(s: Mapping[str, Any], decision: Mapping[str, Any]) -> str 
         return "dry run: recorded, not acted on"
     if s["phase"] not in ACTIVE:
         return f"no rollout under way ({s['phase']})"
+    if params.get("revision") and params["revision"] != s["revision"]:
+        return f"about revision {params['revision']}, not {s['revision']}"
     started = s.get("run_started_at")
     if started is None or int(decision.get("at") or 0) < int(started):
         return f"made before run {s['run']} started"

@@ -17,6 +17,7 @@ from agents.ops import (
     Suppressed,
     run_rules,
 )
+from agents.ops.rules import canary_facts
 from streams.ops.facts import Facts
 from streams.ops.records import governor_state
 
@@ -71,6 +72,7 @@ class OpsCore:
         self.aggregates = {k: a for k, a in self.aggregates.items() if a.window_end >= keep}
         view = self.facts.view(now_ms)
         view.aggregates = dict(self.aggregates)
+        view.canaries = canary_facts(self.aggregates.values(), self.config.rules)
         return view
 
     def decide(self, now_ms: int) -> list[Decision]:

@@ -129,6 +129,11 @@ class Effects:
                 "plan_id": plan, "run": d["run"], "step": int(d["step"]),
                 "round": int(d["round"]), "metric": metric, "measurement": m.to_dict(),
                 "source": source.name, "at": self.clock()}, plan)
+            if m.value is not None and not m.error:  # the ops agent's canary windows
+                await self.emit(T.METRICS, "MetricPoint", {
+                    "source": "rollout", "name": f"canary.{metric}", "value": float(m.value),
+                    "labels": {"plan_id": plan, "revision": ctx.revision},
+                    "at": self.clock()}, plan)
             taken.append(f"{metric}={m.value} (n={m.samples}{', ' + m.error if m.error else ''})")
         return "; ".join(taken)
 
