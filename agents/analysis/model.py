@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from devline.errors import PlanError
+
+if TYPE_CHECKING:  # networkx loads when `Analysis.graph` is asked for, not to analyse
+    import networkx as nx
 
 Edge = tuple[str, str]
 JSON_KEYS = ("root", "files", "edges", "external", "cycles", "levels", "critical_path",
@@ -80,6 +81,8 @@ class Analysis:
     @property
     def graph(self) -> nx.DiGraph:
         """A fresh `networkx.DiGraph` of the files, each node carrying its `cost`."""
+        import networkx as nx
+
         graph = nx.DiGraph()
         for path in self.files:
             graph.add_node(path, cost=self.costs.get(path, 1.0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Coroutine
@@ -64,6 +63,8 @@ def _current_settings() -> Settings | None:
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; turn devline and Kafka errors into one readable line and exit 1."""
     try:
+        import asyncio  # not at the top: `devline --help` and `analyze` never need it
+
         return asyncio.run(coro)
     except BrokerUnavailable as exc:
         # Raised from the client's error when no broker answered (else, e.g. a missing

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the Kafka side loads when a command runs, not for --help
     from streams.deadletters import Letter
 
 dlq_app = typer.Typer(help="Inspect dead letters (devline.dlq) and redrive them.",
-                      no_args_is_help=True)
+                      no_args_is_help=True, rich_markup_mode=None)
 
 REASON_WIDTH = 60
 HEX_LIMIT = 1024

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from typer.core import TyperOption
 
 from devline.cli.common import env_help, err, out, run_async, settings_of, setup_logging
 from devline.envvars import env_name
@@ -24,24 +24,16 @@ if TYPE_CHECKING:
     from devline.settings import Settings
 
 
-def _flag_type(self: TyperOption, ctx: Any) -> str | None:
-    """A flag takes no value: show none (typer 0.29 shows `<bool>` for every flag,
-    `--help` included, as if `--wait <bool>` wanted an argument)."""
-    if self.is_flag and self.metavar is None:
-        return None
-    return _option_type(self, ctx)
-
-
-_option_type = TyperOption.display_type_rich
-TyperOption.display_type_rich = _flag_type  # type: ignore[method-assign]
-
-app = typer.Typer(help="devline: drive a development plan through parallel workers over Kafka.",
-                  no_args_is_help=True, add_completion=False,
+# Plain click help (rich_markup_mode=None): typer's rich help loads rich.markdown and
+# rich.traceback, a third of `devline --help`'s start-up, to draw boxes around the text.
+root = typer.Typer(help="devline: drive a development plan through parallel workers over Kafka.",
+                  no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]})
 PROCESSES = {"run", "processor", "worker", "sink", "demo"}
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-topics_app = typer.Typer(help="Create and describe devline's topics.", no_args_is_help=True)
-app.add_typer(topics_app, name="topics")
+topics_app = typer.Typer(help="Create and describe devline's topics.", no_args_is_help=True,
+                         rich_markup_mode=None)
+root.add_typer(topics_app, name="topics")
 
 
 def version_text() -> str:
@@ -62,7 +54,7 @@ def _print_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
-@app.callback()
+@root.callback()
 def main_options(
     ctx: typer.Context,
     bootstrap: Annotated[str | None, typer.Option(
@@ -141,7 +133,7 @@ def topics_describe(ctx: typer.Context) -> None:
     out.print(table)
 
 
-@app.command()
+@root.command()
 def submit(
     ctx: typer.Context,
     plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON)")],
@@ -186,38 +178,73 @@ def submit(
         raise typer.Exit(code)
 
 
-def _register_optional() -> None:
-    # Each module imports only typer/rich at its top; --help lists them all cheaply.
-    from devline.cli import plans, runner, tail
-
-    app.command("tail")(tail.tail)
-    app.command("status")(plans.status)
-    app.command("events")(plans.events)
-    app.command("run")(runner.run)
-    app.command("worker")(runner.worker)
-    app.command("tester")(runner.tester)
-    app.command("processor")(runner.processor)
-    app.command("sink")(runner.sink)
-    app.command("demo")(runner.demo)
-    app.command("gc")(__import__("devline.cli.gc", fromlist=["gc"]).gc)
-    app.command("replay")(__import__("devline.cli.replay", fromlist=["replay"]).replay)
-    app.command("fork")(__import__("devline.cli.replay", fromlist=["fork"]).fork)
-    app.command("reset")(__import__("devline.cli.replay", fromlist=["reset"]).reset)
-    app.add_typer(__import__("devline.cli.ops", fromlist=["ops_app"]).ops_app, name="ops")
-    app.command("observe")(__import__("devline.cli.observe", fromlist=["observe"]).observe)
-    app.command("ui")(__import__("devline.cli.ui", fromlist=["ui"]).ui)
-    from devline.cli.dlq import dlq_app
-
-    app.add_typer(dlq_app, name="dlq")
-    __import__("devline.cli.rollout", fromlist=["register"]).register(app)
-    from devline.cli.analyze import analyze
-
-    app.command("analyze")(analyze)
-
-
-_register_optional()
+# Commands defined in their own modules, in `--help` order: name -> (module, attribute,
+# kind). Only the command being run is imported and built (`main`); `--help` and the
+# `app` attribute get them all. A "group" is a Typer app of subcommands.
+LAZY: dict[str, tuple[str, str, str]] = {
+    "tail": ("devline.cli.tail", "tail", "command"),
+    "status": ("devline.cli.plans", "status", "command"),
+    "events": ("devline.cli.plans", "events", "command"),
+    "run": ("devline.cli.runner", "run", "command"),
+    "worker": ("devline.cli.runner", "worker", "command"),
+    "tester": ("devline.cli.runner", "tester", "command"),
+    "processor": ("devline.cli.runner", "processor", "command"),
+    "sink": ("devline.cli.runner", "sink", "command"),
+    "demo": ("devline.cli.runner", "demo", "command"),
+    "gc": ("devline.cli.gc", "gc", "command"),
+    "replay": ("devline.cli.replay", "replay", "command"),
+    "fork": ("devline.cli.replay", "fork", "command"),
+    "reset": ("devline.cli.replay", "reset", "command"),
+    "ops": ("devline.cli.ops", "ops_app", "group"),
+    "observe": ("devline.cli.observe", "observe", "command"),
+    "ui": ("devline.cli.ui", "ui", "command"),
+    "dlq": ("devline.cli.dlq", "dlq_app", "group"),
+    "rollout": ("devline.cli.rollout", "rollout_app", "group"),
+    "rollouts": ("devline.cli.rollout", "rollouts", "command"),
+    "analyze": ("devline.cli.analyze", "analyze", "command"),
+}
+# Global options that take a value: what `command_name` skips to find the command.
+VALUE_OPTIONS = {"--bootstrap", "--registry-url", "--topic-prefix", "--log-level"}
+_registered: set[str] = set()
 
 
-def main() -> None:
-    app(prog_name="devline")  # also under `python -m devline`
+def register(names: set[str] | None = None) -> typer.Typer:
+    """Add the `LAZY` commands named (all when None) to the app; return the app."""
+    from importlib import import_module
 
+    for name, (module, attribute, kind) in LAZY.items():
+        if name in _registered or (names is not None and name not in names):
+            continue
+        found = getattr(import_module(module), attribute)
+        if kind == "group":
+            root.add_typer(found, name=name)
+        else:
+            root.command(name)(found)
+        _registered.add(name)
+    return root
+
+
+def command_name(args: list[str]) -> str | None:
+    """The command `args` run (the first word after the global options), if any."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return args[i + 1] if i + 1 < len(args) else None
+        if not arg.startswith("-"):
+            return arg
+        i += 2 if arg in VALUE_OPTIONS else 1
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    if name == "app":  # the whole CLI, e.g. for typer's CliRunner
+        return register()
+    raise AttributeError(name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    name = command_name(args)
+    register({name} if name in LAZY else None)
+    root(args=args, prog_name="devline")  # also under `python -m devline`

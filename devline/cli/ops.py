@@ -13,7 +13,7 @@ from devline.cli.common import out, run_async, settings_of
 
 ops_app = typer.Typer(help="The ops agent: rules over metric windows and plan events that "
                       "re-prioritise, pause/resume executors, advise the pool size and roll "
-                      "back, each an OpsDecision on devline.ops.")
+                      "back, each an OpsDecision on devline.ops.", rich_markup_mode=None)
 
 
 @ops_app.callback(invoke_without_command=True)

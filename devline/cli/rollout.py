@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the rollout machine and the Kafka client load when a comman
     from devline.settings import Settings
 
 rollout_app = typer.Typer(help="Watch and steer canary rollouts (devline.rollouts).",
-                          no_args_is_help=True)
+                          no_args_is_help=True, rich_markup_mode=None)
 PlanArg = Annotated[str, typer.Argument(help="Plan id (the rollout's key)")]
 ReasonOpt = Annotated[str | None, typer.Option(help="Why, kept in the rollout's history")]
 
