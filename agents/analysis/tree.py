@@ -32,9 +32,12 @@ def discover(root: Path) -> dict[str, bytes]:
     """
     found: dict[str, bytes] = {}
     base = str(root)
+    skip = len(base.rstrip(os.sep)) + 1  # os.walk joins onto `base` as given
     for directory, dirs, names in os.walk(base):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
-        rel_dir = os.path.relpath(directory, base).replace(os.sep, "/")
+        # Sliced, not os.path.relpath: that normalises both paths every time, a tenth
+        # of a second on a tree of 2,500 directories (Django's locales).
+        rel_dir = directory[skip:].replace(os.sep, "/") if directory != base else "."
         for name in names:
             if not (name.endswith(SOURCE_EXTS) or is_tsconfig(name)):
                 continue
