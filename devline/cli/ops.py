@@ -12,7 +12,7 @@ from rich.markup import escape
 from devline.cli.common import out, run_async, settings_of
 
 ops_app = typer.Typer(help="The ops agent: rules over metric windows and plan events that "
-                      "re-prioritise, pause/resume executors, advise the pool size and roll "
+                      "re-prioritise, pause/resume executors, set the pool size and roll "
                       "back, each an OpsDecision on devline.ops.", rich_markup_mode=None)
 
 
@@ -31,7 +31,8 @@ def ops(
         help="Seconds a ready critical-path task may wait before it is raised "
              "(env DEVLINE_OPS_STALL_AFTER)")] = 120.0,
 ) -> None:
-    """Run the ops stage until interrupted (Ctrl-C)."""
+    """Run the ops stage until interrupted (Ctrl-C or SIGTERM). Several may run on one
+    prefix: Kafka elects the one that acts, the others stand by to take over."""
     if ctx.invoked_subcommand is not None:
         return
     from agents.ops import RuleConfig
@@ -40,7 +41,22 @@ def ops(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     config = OpsConfig(interval_s=interval, dry_run=dry_run,
                        rules=RuleConfig(stall_after_s=stall_after))
-    run_async(run_ops(settings_of(ctx), config))
+    settings = settings_of(ctx)
+
+    async def go() -> None:
+        import asyncio
+        import signal
+
+        from streams.seat import run_seated
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_seated(settings, "ops", lambda halt: run_ops(settings, config, stop=halt),
+                         stop)
+
+    run_async(go())
 
 
 @ops_app.command("decisions")

@@ -161,9 +161,11 @@ def status(ctx: typer.Context, plan: PlanArg,
 def rollouts(ctx: typer.Context, config: Annotated[Path | None, typer.Option(
         "--config", envvar="DEVLINE_ROLLOUT_CONFIG",
         help="Deploy targets, metric sources, rules and judge (YAML or JSON)")] = None) -> None:
-    """Run the rollout stage: start rollouts of completed plans, fold and carry them out."""
+    """Run the rollout stage: start rollouts of completed plans, fold and carry them out.
+    Several may run on one prefix: Kafka elects the one that runs, the others stand by."""
     from streams.rollout.config import RolloutConfig
-    from streams.rollout.stage import serve
+    from streams.rollout.stage import RolloutStage
+    from streams.seat import run_seated
     from streams.topics import wait_for_topics
 
     settings = settings_of(ctx)
@@ -175,7 +177,11 @@ def rollouts(ctx: typer.Context, config: Annotated[Path | None, typer.Option(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, cfg, stop)
+        try:  # a stage per term in the seat; the config (and its services) for all of them
+            await run_seated(settings, "rollouts",
+                             lambda halt: RolloutStage(settings, cfg).run(halt), stop)
+        finally:
+            await cfg.close()
 
     run_async(go())
 

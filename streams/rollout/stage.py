@@ -18,7 +18,6 @@ State has a lifetime: a rollout that ended longer than the plan retention ago is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -467,14 +466,3 @@ def outstanding(state: dict[str, Any]) -> list[Action]:
                                                 "round": state["round"],
                                                 "percent": spec.steps[step]})]
     return []
-
-
-async def serve(settings: Settings, config: RolloutConfig, stop: asyncio.Event | None = None
-                ) -> None:
-    """Run the stage until `stop` (the `devline rollouts` process)."""
-    stage = RolloutStage(settings, config)
-    try:
-        await stage.run(stop)
-    finally:
-        with contextlib.suppress(Exception):
-            await config.close()
