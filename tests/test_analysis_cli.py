@@ -44,7 +44,7 @@ def test_directory_json(run):
 
 
 def test_directory_summary(run):
-    result = run(str(FIXTURES / "pytree"))
+    result = run(str(FIXTURES / "pytree"), "--check-syntax")
     assert result.exit_code == 0, result.output
     assert "critical path" in result.output
     assert "cycle" in result.output

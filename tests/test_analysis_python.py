@@ -18,7 +18,17 @@ def edges_of(files: dict[str, str | None], **kwargs: object) -> set[tuple[str, s
 
 @pytest.fixture(scope="module")
 def pytree():
-    return analyze_path(FIXTURES / "pytree")
+    return analyze_path(FIXTURES / "pytree", check_syntax=True)
+
+
+def test_without_the_syntax_check_only_the_broken_file_differs(pytree):
+    fast = analyze_path(FIXTURES / "pytree")
+    assert set(fast.edges) - set(pytree.edges) == {("src/app/plugins/broken.py",
+                                                    "src/app/core.py")}
+    assert set(pytree.edges) <= set(fast.edges)
+    assert fast.errors == [e for e in pytree.errors if "broken.py" not in e["file"]]
+    assert fast.external == pytree.external
+    assert fast.stats["unresolved_imports"] == pytree.stats["unresolved_imports"]
 
 
 def test_fixture_tree_edges_are_exact(pytree):
@@ -171,3 +181,39 @@ def test_encoding_cookie_is_honoured(tmp_path):
     (tmp_path / "a.py").write_bytes(b"# -*- coding: latin-1 -*-\ns = '\xe9'\nimport b\n")
     (tmp_path / "b.py").write_bytes(b"")
     assert analyze_path(tmp_path).edges == [("a.py", "b.py")]
+
+
+TRICKY = {
+    "pkg/__init__.py": "",
+    "pkg/a.py": '"""Docs.\n\n    >>> import pkg.fake\n    from pkg import fake2\n"""\n'
+                "import pkg.b  # : import pkg.fake3\n"
+                "x = 'a; import pkg.fake4'; import pkg.c\n"
+                "try: import pkg.d\nexcept ImportError: from pkg import e\n"
+                "from pkg import (  # a comment (with parentheses)\n    f,\n    g,\n)\n"
+                "from pkg \\\n    import h\n"
+                "s = r'\\' import pkg.fake5'\n"
+                "t = f\"{'import pkg.fake6'}\"\n"
+                "def gen():\n    yield (\n        from_x)\n    return (yield\n"
+                "            from range(3))\n"
+                "class K:\n    if True:\n        import pkg.i as eye\n",
+    "pkg/b.py": "", "pkg/c.py": "", "pkg/d.py": "", "pkg/e.py": "", "pkg/f.py": "",
+    "pkg/g.py": "", "pkg/h.py": "", "pkg/i.py": "",
+    "pkg/fake.py": "", "pkg/fake2.py": "", "pkg/fake3.py": "", "pkg/fake4.py": "",
+    "pkg/fake5.py": "", "pkg/fake6.py": "",
+}
+
+
+def test_imports_found_without_a_full_parse_are_the_parsed_ones(tmp_path):
+    for path, text in TRICKY.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    fast, exact = analyze_path(tmp_path), analyze_path(tmp_path, check_syntax=True)
+    assert fast.edges == exact.edges == [("pkg/a.py", f"pkg/{m}.py") for m in "bcdefghi"]
+    assert fast.errors == exact.errors == []
+
+
+def test_both_ways_agree_on_this_repository():
+    root = Path(__file__).resolve().parents[1] / "agents"
+    fast, exact = analyze_path(root), analyze_path(root, check_syntax=True)
+    assert fast.edges == exact.edges and len(fast.edges) > 100
+    assert fast.external == exact.external and fast.errors == exact.errors

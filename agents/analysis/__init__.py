@@ -29,10 +29,13 @@ __all__ = ["JSON_KEYS", "Analysis", "Cycle", "analyze_path", "analyze_sources"]
 Content = str | bytes | None
 
 
-def analyze_path(root: Path, *, costs: Mapping[str, float] | None = None) -> Analysis:
+def analyze_path(root: Path, *, costs: Mapping[str, float] | None = None,
+                 check_syntax: bool = False) -> Analysis:
     """Analyse every Python and JS/TS file under `root`.
 
     Skips node_modules, .git, .venv, __pycache__, dist, build and hidden directories.
+    Python imports are found without parsing each file whole (`scan_python`); with
+    `check_syntax` every file is parsed, and those that do not parse are reported.
     Raises `FileNotFoundError` / `NotADirectoryError` for a bad `root`.
     """
     started = time.perf_counter()
@@ -44,7 +47,7 @@ def analyze_path(root: Path, *, costs: Mapping[str, float] | None = None) -> Ana
     contents: dict[str, Content] = dict(discover(root))
     files = sorted(p for p in contents if is_source(p))
     return _analyze(str(root), root.resolve().name, files, contents, _clean_costs(costs),
-                    set(), started)
+                    set(), started, check_syntax)
 
 
 def analyze_sources(files: Mapping[str, str | None], *, root_name: str = ".",
@@ -79,11 +82,12 @@ def analyze_sources(files: Mapping[str, str | None], *, root_name: str = ".",
 
 
 def _analyze(root: str, root_name: str, files: list[str], contents: Mapping[str, Content],
-             costs: Mapping[str, float], declared: set[Edge], started: float) -> Analysis:
+             costs: Mapping[str, float], declared: set[Edge], started: float,
+             check_syntax: bool = True) -> Analysis:
     """The shared pipeline: scan both languages, add declared edges, schedule."""
     result = ScanResult()
     python = {p: contents[p] for p in files if p.endswith(".py")}
-    result.merge(scan_python(python, root_name=root_name))
+    result.merge(scan_python(python, root_name=root_name, check_syntax=check_syntax))
     texts = {p: _text(contents[p]) for p in files if not p.endswith(".py") and is_source(p)}
     configs = {p: _text(c) for p, c in contents.items() if is_tsconfig(p)}
     result.merge(scan_js(texts, files, configs))
