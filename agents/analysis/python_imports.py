@@ -210,8 +210,10 @@ def _lexed_imports(source: bytes) -> list[ast.Import | ast.ImportFrom] | None:
     """The import nodes of `import_statements` (one parse of them all), with the file's
     line numbers."""
     statements = import_statements(source)
+    if statements is None:
+        return None
     if not statements:
-        return statements
+        return []
     firsts, lines, at = [], [], 1  # where each statement starts: in the joined text, the file
     for line, text in statements:
         firsts.append(at)
