@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from streams.client import send_raw
 from streams.emit import headers_for
 from streams.replay import plan_events
 from tests.harness import (
-    ROOT,
     events,
     raw_records,
     running_pipeline,
@@ -48,9 +46,23 @@ def fork_executor(item: Any) -> str:
     return item.content if item.content is not None else f"# {item.path}\n"
 
 
-def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "devline", *args], env=child_env(settings),
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(settings: Settings, *args: str) -> Done:
+    """`devline ARGS` in this process (Typer's runner: no interpreter start-up to pay)."""
+    from typer.testing import CliRunner
+
+    from devline.cli.main import app
+
+    result = CliRunner().invoke(app, list(args), env=child_env(settings))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Done(result.exit_code, result.stdout, result.stderr)
 
 
 def runs(path: Path, plan_id: str) -> list[str]:
@@ -127,9 +139,11 @@ def test_replay_verify_fork_and_reset_a_plan_that_ran(topics: Settings, tmp_path
     reset = cli(settings, "reset", "--to-earliest", "--wait", "20")
     assert reset.returncode == 0, reset.stderr
     assert not faust_dir.exists()
+    runs_before = (demo_runs.read_text(), fork_runs.read_text())
     with running_pipeline(settings, workers=1, log=tmp_path / "run2.log"):
         until("the plans table rebuilt", lambda: rebuilt(settings, {source, "rep-fork"}),
               timeout=90)
+    assert (demo_runs.read_text(), fork_runs.read_text()) == runs_before  # nothing ran again
     accepted_ids = [v["plan_id"] for _, et, v in events(settings) if et == "PlanAccepted"]
     assert sorted(accepted_ids) == sorted([source, "rep-fork"])
 
