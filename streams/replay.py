@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Collection
 from typing import Any
 
-from agents.planning import plan_record, submission_digest
+from agents.planning import plan_record
 from agents.planning.briefs import open_brief
 from agents.replay.events import PlanEvent, numbered
 from agents.replay.fork import ForkPlan, plan_fork
@@ -71,5 +71,3 @@ async def fork(settings: Settings, plan_id: str, at_seq: int, *, executor: str |
     return plan, record
 
 
-def digest_of(record: dict[str, Any]) -> str:
-    return submission_digest(record)

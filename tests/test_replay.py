@@ -194,3 +194,16 @@ def test_times_parse_as_iso_or_milliseconds() -> None:
     assert parse_time("2023-11-14T22:13:20") == 1_700_000_000_000
     with pytest.raises(Exception, match="not a time"):
         parse_time("yesterday")
+
+
+def test_a_fork_reruns_what_was_in_flight_and_drops_rollout_options() -> None:
+    dispatched = first(P1, "TaskDispatched", task_id="c.py", attempt=2)
+    at = dispatched.seq  # c.py is running (its second attempt) here
+    fork = plan_fork(P1, at)
+    assert "c.py" in fork.rerun and "c.py" not in fork.journal["tasks"]
+    accepted = P1[0].value or {}
+    with_rollout = altered(P1, 1, options={**accepted.get("options", {}), "rollout": "on",
+                                           "rollout.steps": "50,100", "qa": "off"})
+    options = plan_fork(with_rollout, at).submission["options"]
+    assert "rollout" not in options and "rollout.steps" not in options
+    assert options["qa"] == "off"
