@@ -41,7 +41,7 @@ def _fail(text: str, code: int = 1) -> typer.Exit:
 
 def replay(
     ctx: typer.Context,
-    plan_id: Annotated[str, typer.Argument(help="The plan to replay")],
+    plan_id: Annotated[str, typer.Argument(metavar="PLAN", help="The plan to replay")],
     to: Annotated[int | None, typer.Option(
         "--to", metavar="SEQ", help="Stop after the plan's event number SEQ (a plan's "
         "events are numbered from 1 in log order; --events lists them)")] = None,
@@ -148,7 +148,7 @@ def _summary_lines(doc: dict[str, Any]) -> list[str]:
 
 def fork(
     ctx: typer.Context,
-    plan_id: Annotated[str, typer.Argument(help="The plan to fork (the source)")],
+    plan_id: Annotated[str, typer.Argument(metavar="PLAN", help="The plan to fork (the source)")],
     at: Annotated[int, typer.Option(
         "--at", metavar="SEQ", help="The source's event number to fork at; snapped back to "
         "the last completion at or before it")],
@@ -162,14 +162,16 @@ def fork(
         "--as", metavar="NEW_ID", help="Plan id of the fork (default: SOURCE.forkSEQ-HASH)")
                       ] = None,
     project: Annotated[str | None, typer.Option(
-        help="Project (output folder) of the fork (default: SOURCE_PROJECT-NEW_ID)")] = None,
+        metavar="PATH", help="Project (output folder) of the fork (default: "
+        "SOURCE_PROJECT-NEW_ID)")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Fork even if the source's file list changed after the fork point")
                      ] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the fork to completion")
                     ] = False,
     timeout: Annotated[float, typer.Option(
-        help="Seconds to wait for the planner (or with --wait for the whole fork)")] = 600.0,
+        metavar="SECONDS", help="Seconds to wait for the planner (or with --wait for the "
+        "whole fork)")] = 600.0,
 ) -> None:
     """Start a new plan from a plan's state at an event: files finished before it are kept
     with no executor call (from a journal of the source's results, checked against each
