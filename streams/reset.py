@@ -64,7 +64,7 @@ class ResetPlan:
         group = settings.group(GROUP)
         for topic, parts in sorted(self.offsets.items()):
             now = self.current.get(topic, {})
-            moves = ", ".join(f"p{p}: {now.get(p, 'none')} -> {o}"
+            moves = ", ".join(f"p{p}: {'none' if now.get(p) is None else now[p]} -> {o}"
                               for p, o in sorted(parts.items()))
             lines.append(f"set offsets of group {group} on {topic}: {moves or 'no partitions'}")
         for topic in self.clear:
