@@ -207,3 +207,15 @@ def test_a_fork_reruns_what_was_in_flight_and_drops_rollout_options() -> None:
     options = plan_fork(with_rollout, at).submission["options"]
     assert "rollout" not in options and "rollout.steps" not in options
     assert options["qa"] == "off"
+
+
+def test_a_fork_takes_descriptions_and_contents_from_their_briefs() -> None:
+    accepted = copy.deepcopy(P1[0].value or {})
+    accepted["tasks"][0].update(description="", content=None, brief="ab" * 32)
+    events = altered(P1, 1, tasks=accepted["tasks"])
+    with pytest.raises(ReplayError, match="not in the artifact store"):
+        plan_fork(events, 5)
+    fork = plan_fork(events, 5, briefs={"ab" * 32: ("a long description", "A = 1\n")})
+    first_file = fork.submission["files"][0]
+    assert first_file["description"] == "a long description"
+    assert first_file["content"] == "A = 1\n" and "brief" not in first_file
