@@ -43,6 +43,7 @@ class DispatchLoop:
         self.executors = executors
         self._sent: OrderedDict[str, None] = OrderedDict()
         self._journals: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._unconfirmed: list[str] = []  # sent, delivery not yet known (`sent`, `unsent`)
 
     # -- release ------------------------------------------------------------------
     def key_for(self, state: PlanState, task: Any) -> str:
@@ -149,8 +150,20 @@ class DispatchLoop:
         await self.p.publish("WorkItem", item, topic=T.WORK_DEV, key=task_id,
                              partition=task["partition"])
         self._sent[dispatch_id] = None
+        self._unconfirmed.append(dispatch_id)
         while len(self._sent) > SENT_REMEMBERED:
             self._sent.popitem(last=False)
+
+    def sent(self) -> None:
+        """The work items sent since the last call were delivered: never send them again."""
+        self._unconfirmed.clear()
+
+    def unsent(self) -> None:
+        """The sends since the last call may have failed: the handling that made them is
+        redone, and must send their work items again."""
+        for dispatch_id in self._unconfirmed:
+            self._sent.pop(dispatch_id, None)
+        self._unconfirmed.clear()
 
     def qa_spec(self, state: PlanState, task: Any) -> dict[str, Any] | None:
         """The checks the worker runs on the result: the plan's chain, and for a test file
