@@ -88,6 +88,7 @@ class _Verifier:
         self.expected: dict[tuple[str, int], _Expected] = {}  # (task, failed attempt)
         self.redrives: dict[str, int] = {}  # task -> seq of the request the fold accepted
         self.seen: set[str] = set()
+        self.cause: int | None = None  # the event the decision being checked answers
 
     def check(self, ev: PlanEvent, result: Verification) -> str | None:
         """Why the event is not what the processor would have written here, or None."""
@@ -235,8 +236,6 @@ class _Verifier:
                         decision.event_type, decision.record, ev.seq))
             elif cmd.kind == Cmd.REDRIVE and cmd.task_id:
                 self.redrives.setdefault(cmd.task_id, ev.seq)
-
-    cause: int | None = None
 
 
 def priorities_problem(v: dict[str, Any]) -> str | None:
