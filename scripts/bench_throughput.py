@@ -58,7 +58,27 @@ async def devline_rate(settings: Settings, n: int, workers: int, log: Path) -> d
     finished = [v["finished_at"] for _, k, v in events if k == "TaskCompleted"]
     span = (max(finished) - min(dispatched)) / 1000
     return {"tasks": len(finished), "seconds": span, "rate": len(finished) / span,
-            "wall_rate": n / wall}
+            "wall_rate": n / wall, **hops(events)}
+
+
+def hops(events: list) -> dict[str, float]:
+    """Median milliseconds of each hop of a slot's cycle: dispatch logged -> run started
+    (the fold reads it, the work item reaches the worker), run, result sent -> the worker's
+    next dispatch logged (the dispatcher hears the result, pumps)."""
+    sent = {v["dispatch_id"]: v["dispatched_at"] for _, k, v in events
+            if k == "TaskDispatched"}
+    runs = sorted((v["worker_id"], v["started_at"], v["finished_at"], v["dispatch_id"])
+                  for _, k, v in events if k == "TaskCompleted" and v["dispatch_id"] in sent)
+    to_start, run, back = [], [], []
+    for i, (worker, started, finished, dispatch_id) in enumerate(runs):
+        to_start.append(started - sent[dispatch_id])
+        run.append(finished - started)
+        if i + 1 < len(runs) and runs[i + 1][0] == worker:
+            back.append(sent[runs[i + 1][3]] - finished)
+
+    def median(xs: list[int]) -> float:
+        return float(sorted(xs)[len(xs) // 2]) if xs else float("nan")
+    return {"to_start_ms": median(to_start), "run_ms": median(run), "back_ms": median(back)}
 
 
 async def raw_rate(bootstrap: str, n: int, workers: int) -> dict[str, float]:
@@ -136,6 +156,8 @@ def main() -> int:
     print(f"{'devline (submit->PlanCompleted)':34} {ours['wall_rate']:9.1f}")
     print(f"{'raw aiokafka consume+produce+commit':34} {raw['rate']:9.1f} {raw['seconds']:8.2f}")
     print(f"devline / raw: {ours['rate'] / raw['rate']:.2f}")
+    print(f"a slot's cycle, median ms: dispatch -> run starts {ours['to_start_ms']:.0f}, "
+          f"run {ours['run_ms']:.0f}, result -> next dispatch {ours['back_ms']:.0f}")
     return 0
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from streams.app import Pipeline
 
 log = logging.getLogger("devline.scheduler")
+BATCH_MAX = 500  # events folded before their sends are awaited and their offsets acked
 
 
 def register_scheduler(pipeline: Pipeline) -> Processor:
@@ -28,8 +29,18 @@ def register_scheduler(pipeline: Pipeline) -> Processor:
 
     @app.agent(pipeline.events_topic, name="scheduler")
     async def scheduler_agent(stream: Any) -> None:
-        async for event in stream.events():
-            await proc.on_event_record(RawRecord.of(event.message))
+        # Events already fetched are handled as one batch (their sends awaited together);
+        # acked, so their offsets may be committed, only once that returns.
+        events, batch = stream.noack(), []
+        queue = getattr(events.channel, "queue", None)
+        async for event in events.events():
+            batch.append(event)
+            if queue is not None and not queue.empty() and len(batch) < BATCH_MAX:
+                continue
+            await proc.on_event_records([RawRecord.of(e.message) for e in batch])
+            for e in batch:
+                await events.ack(e)
+            batch.clear()
             await proc.pump()
 
     @app.agent(pipeline.workers_topic, name="heartbeat-check")
