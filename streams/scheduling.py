@@ -8,7 +8,10 @@ decisions) is itself an event that the fold will read.
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any
+
+from faust.streams import _current_event
 
 from streams.edge.ports import RawRecord
 from streams.edge.processor import Processor
@@ -19,6 +22,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("devline.scheduler")
 BATCH_MAX = 500  # events folded before their sends are awaited and their offsets acked
+
+
+def by_partition(events: list[Any]) -> list[list[Any]]:
+    """Events grouped by partition, each group in log order."""
+    groups: dict[int, list[Any]] = {}
+    for event in events:
+        groups.setdefault(event.message.partition, []).append(event)
+    return list(groups.values())
 
 
 def register_scheduler(pipeline: Pipeline) -> Processor:
@@ -37,7 +48,12 @@ def register_scheduler(pipeline: Pipeline) -> Processor:
             batch.append(event)
             if queue is not None and not queue.empty() and len(batch) < BATCH_MAX:
                 continue
-            await proc.on_event_records([RawRecord.of(e.message) for e in batch])
+            for group in by_partition(batch):
+                # Faust sends a table write to the changelog partition of its current event
+                # (the last one fetched): make that one of the group's, so every write lands
+                # in its plan's own partition, where a processor taking it over reads it.
+                _current_event.set(weakref.ref(group[-1]))
+                await proc.on_event_records([RawRecord.of(e.message) for e in group])
             for e in batch:
                 await events.ack(e)
             batch.clear()

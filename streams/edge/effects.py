@@ -31,13 +31,19 @@ class Effects:
         task_id = cmd.task_id or ""
         match cmd.kind:
             case Cmd.RELEASE:
-                await proc.dispatch.release(state, task_id)
+                # While catching up, the log may already hold what these decide (a cache
+                # hit, a dispatch, a retry, the summary); `recover` redoes what is still
+                # pending, so a restart (or a rebuild after `devline reset`) decides
+                # nothing twice.
+                if proc.ready or record is None:
+                    await proc.dispatch.release(state, task_id)
             case Cmd.SEND_WORK:
                 await proc.dispatch.send_work(state, task_id, origin)
             case Cmd.STORE:
                 await self.store(state, cmd, record)
             case Cmd.DECIDE_FAILURE:
-                await proc.failures.decide(state, task_id)
+                if proc.ready or record is None:  # else `recover` decides if still undecided
+                    await proc.failures.decide(state, task_id)
             case Cmd.ARM_TIMER:
                 task = state.task(task_id)
                 if task is not None and task["status"] == F.RETRY_WAIT:
@@ -46,7 +52,8 @@ class Effects:
             case Cmd.DEAD_LETTER:
                 await proc.failures.dead_letter(state, task_id, cmd.data or {})
             case Cmd.PLAN_DONE:
-                await self.plan_done(state)
+                if proc.ready or record is None:  # else `recover` reports it if still due
+                    await self.plan_done(state)
             case Cmd.REDRIVE:
                 await proc.failures.redrive(state, task_id, cmd.data or {})
             case Cmd.INTEGRATE:
