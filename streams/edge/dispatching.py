@@ -29,6 +29,7 @@ from streams import topics as T
 from streams.edge.leader import DISPATCHED, HELD, READY
 from streams.edge.ports import Ports
 from streams.edge.retention import touch
+from streams.edge.writes import WriteBehind
 
 log = logging.getLogger("devline.dispatch")
 
@@ -44,6 +45,7 @@ class DispatchLoop:
         self._sent: OrderedDict[str, None] = OrderedDict()
         self._journals: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._unconfirmed: list[str] = []  # sent, delivery not yet known (`sent`, `unsent`)
+        self.writes = WriteBehind()  # the processor's, so a lookup sees its pending writes
 
     # -- release ------------------------------------------------------------------
     def key_for(self, state: PlanState, task: Any) -> str:
@@ -58,6 +60,7 @@ class DispatchLoop:
         digest = hit["content_hash"] if hit else await self.p.store.get_ref(key)
         if not digest:
             return None
+        await self.writes.written(digest)  # stored in this batch: wait for it
         data = await self.p.store.get(digest)
         if data is None:
             return None

@@ -79,7 +79,7 @@ class Effects:
         if content is not None and (record or {}).get("content_hash") == digest:
             data = content.encode("utf-8")
             if hashlib.sha256(data).hexdigest() == digest:
-                await self.p.store.put(data)
+                await self.proc.writes.write(self.p.store.put(data), digest)
             else:
                 log.error("task %s/%s: content does not match its hash %s; not stored",
                           cmd.plan_id, cmd.task_id, digest[:12])
@@ -91,7 +91,7 @@ class Effects:
                     **entry, "at": int(task["completed_at"] or self.p.now_ms())}
             # The table lives with this plan's partition; the ref in the shared store
             # lets a processor owning another partition find the entry too.
-            await self.p.store.put_ref(task["cache_key"], digest)
+            await self.proc.writes.write(self.p.store.put_ref(task["cache_key"], digest))
         if cmd.fresh and record is not None and await self.proc.guard.check_budget(state):
             for task_id, other in state.tasks.items():  # spent: off the dispatcher's queue
                 if other["status"] == F.READY:

@@ -43,6 +43,7 @@ from streams.edge.ports import Ports, RawRecord, all_delivered
 from streams.edge.retention import Retention
 from streams.edge.state import plan_state, save_header
 from streams.edge.timers import RetryTimers
+from streams.edge.writes import WriteBehind
 from streams.emit import dead_letter_headers, detach
 from streams.guarding import GuardEdge
 
@@ -78,6 +79,8 @@ class Processor:
         self.integrating = Integrating(ports)
         self.leader = Leader(ports, self.dispatcher, self.broker, self.guard, lease_s,
                              reject=self.reject)
+        self.writes = WriteBehind()  # the artifact-store writes of a batch
+        self.dispatch.writes = self.writes
         self.effects = Effects(self)
         self.catchup = CatchUp()
         self.ready = False  # caught up and recovered: may dispatch, fire timers, reclaim
@@ -136,8 +139,8 @@ class Processor:
         async def fold_all() -> None:
             for rec, event_type, record in batch:
                 await self.handle(event_type, record, rec.offset, rec.partition)
-        try:
-            await all_delivered(fold_all)
+        try:  # sent and stored before the offsets are committed
+            await self.writes.run(partial(all_delivered, fold_all))
         except BaseException:
             self.dispatch.unsent()  # redone: its work items must be sent again
             raise
