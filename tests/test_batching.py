@@ -118,3 +118,31 @@ def test_a_failed_write_fails_the_batch_and_a_write_outside_one_is_awaited_at_on
         return done
 
     assert asyncio.run(go()) == ["good", "good"]
+
+
+def test_releases_of_one_event_read_the_stores_refs_together_and_still_hit() -> None:
+    """A plan whose results another processor cached (the refs are in the shared store,
+    this processor's cache table never saw them) completes from the cache: every release
+    of its acceptance is looked up in one read-ahead."""
+
+    async def go() -> tuple[Sim, list[int]]:
+        sim = Sim()
+        sim.submit(plan(5))
+        await sim.run(lambda s: s.reported("p1"))
+        dict.clear(sim.tables["cache"])  # as seen from a processor owning another partition
+        batches: list[int] = []
+        real = sim.proc.dispatch.look_ahead
+
+        async def counted(state: Any, task_ids: list[str]) -> None:
+            batches.append(len(task_ids))
+            await real(state, task_ids)
+
+        sim.proc.dispatch.look_ahead = counted  # type: ignore[method-assign]
+        sim.submit({**plan(5), "plan_id": "p2", "name": "p2"})
+        await sim.run(lambda s: s.reported("p1", "p2"))
+        return sim, batches
+
+    sim, batches = asyncio.run(go())
+    assert batches == [5]
+    assert sim.outcome()["plans"]["p2"]["cache_hits"] == 5
+    assert sim.outcome()["plans"]["p2"]["executor_runs"] == 0

@@ -12,6 +12,7 @@ redelivered one carries the same dispatch id, which workers drop as a duplicate.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections import OrderedDict
@@ -35,6 +36,7 @@ log = logging.getLogger("devline.dispatch")
 
 QA_FILES_MAX = 2000  # plan files a test file's QA sandbox gets beyond its direct dependencies
 SENT_REMEMBERED = 100_000  # dispatch ids sent by this process (a redelivery is not resent)
+LOOK_AHEAD_AT_ONCE = 64  # store reads in flight while releasing many tasks (a thread each)
 JOURNALS_KEPT = 16  # fork journals held in memory (one per live fork)
 
 
@@ -46,6 +48,7 @@ class DispatchLoop:
         self._journals: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._unconfirmed: list[str] = []  # sent, delivery not yet known (`sent`, `unsent`)
         self.writes = WriteBehind()  # the processor's, so a lookup sees its pending writes
+        self._refs: dict[str, str | None] = {}  # read ahead for the releases of one event
 
     # -- release ------------------------------------------------------------------
     def key_for(self, state: PlanState, task: Any) -> str:
@@ -53,11 +56,36 @@ class DispatchLoop:
         deps = [(state.tasks[d]["content_hash"] or "") for d in spec["depends_on"]]
         return cache_key(spec, self.executors.identity(spec["executor"]), deps)
 
+    async def look_ahead(self, state: PlanState, task_ids: list[str]) -> None:
+        """Read the store's refs for many releases at once (a plan accepted, a module that
+        many files import finished): one wait for them all, not a store round trip each.
+        `lookup` takes them until `forget_refs`."""
+        keys = []
+        for task_id in task_ids:
+            task = state.task(task_id)
+            if task is not None and task["status"] == F.READY and task["attempt"] == 1 \
+                    and task["kind"] == "dev":
+                key = self.key_for(state, task)
+                if self.p.cache.get(key) is None:
+                    keys.append(key)
+        for i in range(0, len(keys) if len(keys) > 1 else 0, LOOK_AHEAD_AT_ONCE):
+            chunk = keys[i:i + LOOK_AHEAD_AT_ONCE]
+            found = await asyncio.gather(*(self.p.store.get_ref(k) for k in chunk))
+            self._refs.update(zip(chunk, found, strict=True))
+
+    def forget_refs(self) -> None:
+        self._refs.clear()
+
     async def lookup(self, key: str) -> dict[str, Any] | None:
         """A cached result whose content the store still has: from this processor's `cache`
         table, else from the store's ref (written by whichever processor finished it)."""
         hit = self.p.cache.get(key)
-        digest = hit["content_hash"] if hit else await self.p.store.get_ref(key)
+        if hit:
+            digest = hit["content_hash"]
+        elif key in self._refs:
+            digest = self._refs.pop(key)
+        else:
+            digest = await self.p.store.get_ref(key)
         if not digest:
             return None
         await self.writes.written(digest)  # stored in this batch: wait for it

@@ -29,6 +29,7 @@ from agents.scheduling import fold as F
 from agents.scheduling.decisions import failure_policy
 from agents.scheduling.dispatch import Dispatcher
 from agents.scheduling.events import invalid as invalid_event
+from agents.scheduling.model import Cmd
 from devline.errors import DecodeError
 from streams import topics as T
 from streams.edge.catchup import CATCHUP_STALL_S, CatchUp
@@ -207,8 +208,14 @@ class Processor:
                 else f"no plan {record['plan_id']}"
             log.warning("redrive of %s/%s refused: %s", record["plan_id"], record["task_id"],
                         why)
-        for command in commands:
-            await self.effects.run(state, command, record, (partition, seq))
+        releases = [c.task_id for c in commands if c.kind == Cmd.RELEASE and c.task_id]
+        if len(releases) > 1 and self.ready:  # catching up, releases wait for `recover`
+            await self.dispatch.look_ahead(state, releases)
+        try:
+            for command in commands:
+                await self.effects.run(state, command, record, (partition, seq))
+        finally:
+            self.dispatch.forget_refs()
         # Posted last: what the effects posted (a spent budget holds the plan's queued
         # tasks) is on the board before the slot this event frees.
         await self.dispatch.settle(event_type, record, state, any(c.fresh for c in commands))
