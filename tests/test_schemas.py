@@ -98,7 +98,9 @@ CONTRACT = {
     "tests:[string] project:string files_ref:string sent_at:ts",
     "TestFailure": "test_id:string message:string output:string files:[string]",
     "RolloutStarted": "event_id:string plan_id:string revision:string stable_revision:string? "
-    "spec_json:string options:{string}={} at:ts",
+    "spec_json:string options:{string}={} manifest:{string}={} at:ts",
+    "RolloutFixRequested": "event_id:string plan_id:string revision:string "
+    "stable_revision:string? run:string paths:[string] reason:string evidence:string at:ts",
     "RolloutDeployDone": "event_id:string plan_id:string run:string step:int weight:int "
     "rollback:int? target:string='' at:ts",
     "RolloutDeployFailed": "event_id:string plan_id:string run:string step:int weight:int "
