@@ -248,7 +248,8 @@ def test_http_request_lines_are_quiet_at_info() -> None:
     before = (root.level, list(root.handlers))
     try:
         setup_logging("INFO")
-        assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+        for name in ("httpx", "httpx2"):  # the registry client's, old and new releases
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
     finally:
         root.setLevel(before[0])
         root.handlers[:] = before[1]

@@ -123,8 +123,10 @@ def setup_logging(level: str, quiet_kafka: bool = False) -> None:
     repeats = Repeats()
     for handler in logging.getLogger().handlers:
         handler.addFilter(repeats)
-    # httpx (the schema registry client) logs every request at INFO.
-    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore"):
+    # httpx2 (confluent-kafka's schema registry client; httpx in older releases) logs
+    # every request at INFO: into a progress bar, and with the registry URL.
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "httpx", "httpcore", "httpx2",
+                  "httpcore2"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     if quiet_kafka:
         for name in ("aiokafka", "kafka", "asyncio"):
