@@ -61,13 +61,20 @@ async def send_raw(settings: Settings, topic: str, key: bytes | None, value: byt
         await producer.stop()
 
 
-async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
+async def started_consumer(settings: Settings, **options: Any) -> AIOKafkaConsumer:
+    """A started consumer with no group, or BrokerUnavailable (and nothing left open)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **options,
+                                **settings.kafka_common())
     try:
         await consumer.start()
     except Exception as exc:
         await consumer.stop()
         raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
+    return consumer
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = await started_consumer(settings)
     try:
         parts = await _partitions(consumer, settings.topic(topic))
         ends = await consumer.end_offsets(parts)
@@ -81,12 +88,7 @@ async def plan_partition(settings: Settings, plan_id: str) -> int:
     as every producer's default partitioner computes it)."""
     from aiokafka.partitioner import DefaultPartitioner
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    try:
-        await consumer.start()
-    except Exception as exc:
-        await consumer.stop()
-        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
+    consumer = await started_consumer(settings)
     try:
         parts = [tp.partition for tp in await _partitions(consumer, settings.topic(T.EVENTS))]
     finally:

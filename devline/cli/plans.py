@@ -17,19 +17,9 @@ if TYPE_CHECKING:
 
 def summarize(plan_id: str, st: PlanState) -> dict[str, Any]:
     """The JSON summary of one folded plan (what `status --json` prints)."""
-    from agents.scheduling.fixes import state_name
+    from agents.scheduling.summary import summarize as summary
 
-    counts: dict[str, int] = {}
-    for task in st.tasks.values():
-        name = state_name(task)
-        counts[name] = counts.get(name, 0) + 1
-    h = st.header
-    return {"plan_id": plan_id, "name": h.get("name"), "status": h["status"],
-            "files": h.get("total", 0), "done": h.get("done", 0),
-            "cache_hits": h.get("cache_hits", 0), "tasks": counts,
-            "qa": {k: h.get(f"qa_{k}", 0) for k in ("checks", "skipped", "failed")}
-            | {"fixes": h.get("fixes", 0)},
-            "reason": h.get("reason"), "retired_at": h.get("retired_at")}
+    return summary(plan_id, st)
 
 
 def status_lines(summary: list[dict[str, Any]], width: int = 80) -> list[str]:

@@ -163,18 +163,13 @@ async def read(settings: Settings, topic: str, *, partitions: Sequence[int] | No
                start: Start, since_ms: int | None, follow: bool, idle: float
                ) -> AsyncGenerator[Any, None]:
     """The topic's records from `start` (or `since_ms`) in the chosen partitions."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
     from devline.errors import BrokerUnavailable
-    from streams.client import _partitions, records
+    from streams.client import _partitions, records, started_consumer
 
     name = settings.topic(topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    try:
-        await consumer.start()
-    except Exception as exc:
-        await consumer.stop()
-        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
+    consumer = await started_consumer(settings)
     try:
         if name not in await consumer.topics():
             raise BrokerUnavailable(f"topic {name} does not exist (run `devline topics create`)")

@@ -20,6 +20,7 @@ from typing import Any
 
 from agents.scheduling import fold as F
 from agents.scheduling.fixes import state_name
+from agents.scheduling.summary import summarize
 
 WORKER_TTL_MS = 15_000
 SUPERVISOR_TTL_MS = 60_000
@@ -116,17 +117,7 @@ class PlanProjection:
         st = self.plans.get(plan_id)
         if st is None or not st.header:
             return None
-        counts: dict[str, int] = {}
-        for task in st.tasks.values():
-            name = state_name(task)
-            counts[name] = counts.get(name, 0) + 1
-        h = st.header
-        return {"plan_id": plan_id, "name": h.get("name"), "status": h["status"],
-                "files": h.get("total", 0), "done": h.get("done", 0),
-                "cache_hits": h.get("cache_hits", 0), "tasks": counts,
-                "qa": {k: h.get(f"qa_{k}", 0) for k in ("checks", "skipped", "failed")}
-                | {"fixes": h.get("fixes", 0)},
-                "retired_at": h.get("retired_at"),
+        return {**summarize(plan_id, st),
                 "task_states": {tid: state_name(t) for tid, t in sorted(st.tasks.items())}}
 
     def _tasks(self) -> Iterator[dict[str, Any]]:
