@@ -119,3 +119,13 @@ def wait_for_processor(settings: Settings, since_ms: int, timeout: float = 60.0)
             return
         time.sleep(0.3)
     raise TimeoutError(f"no processor answered within {timeout:g}s")
+
+
+def until(what: str, check: Any, timeout: float = 90.0) -> Any:
+    """Poll `check` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -212,7 +212,7 @@ def test_executors_see_the_fix_evidence() -> None:
                      output="a.py:1:5: F821", lines=((1, 1),), fix_attempt=2, reverted=True,
                      history=("attempt 1: ruff: F821",))
     item = WorkItem(plan_id="p", task_id="a.py", path="a.py", kind="fix", attempt=3, fix=fix)
-    payload = task_payload(item, Path("/tmp/sb"), Path("/tmp/sb/a.py"))
+    payload = task_payload(item, Path("sb"), Path("sb/a.py"))
     assert payload["kind"] == "fix" and payload["fix"]["content"] == fix.content
     assert payload["fix"]["lines"] == [[1, 1]] and payload["fix"]["reverted"] is True
     assert task_payload(WorkItem(plan_id="p", task_id="b", path="b.py"), Path("/s"),

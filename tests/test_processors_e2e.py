@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from devline.launch import running
 from devline.settings import Settings
-from tests.harness import events, submit, wait_for, wait_for_pool
+from tests.harness import events, submit, until, wait_for, wait_for_pool
 
 FILES = [{"path": f"l{layer}/m{i}.py",
           "content": "".join(f"from l{layer - 1}.m{j} import X{j}\n" for j in (i, (i + 1) % 6)
@@ -29,15 +28,6 @@ FILES = [{"path": f"l{layer}/m{i}.py",
 def elected(log: Path) -> list[int]:
     return [int(m) for m in re.findall(r"elected dispatcher \(pid (\d+)", log.read_text(
         errors="replace"))]
-
-
-def until(what: str, check: Any, timeout: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_processors_share_plans_and_survive_their_dispatcher(topics: Settings,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.harness import (
     raw_records,
     running_pipeline,
     submit,
+    until,
     wait_for,
     wait_for_pool,
 )
@@ -71,15 +71,6 @@ def runs(path: Path, plan_id: str) -> list[str]:
         return []
     return [d["task"] for d in map(json.loads, path.read_text().splitlines())
             if d["plan"] == plan_id]
-
-
-def until(what: str, check: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := check():
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_replay_verify_fork_and_reset_a_plan_that_ran(topics: Settings, tmp_path: Path,
