@@ -228,7 +228,9 @@ def test_registry_credentials_in_the_url_reach_the_registry_and_no_log(
 
     url = f"http://reg-user:reg-s3cret@{registry}"
     settings = Settings.from_env({"DEVLINE_REGISTRY_URL": url})
-    with caplog.at_level(logging.DEBUG):  # every library's lines, httpx's included
+    # Every library's lines, the registry client's (httpx2) included, whatever level an
+    # earlier test's setup_logging left on its logger.
+    with caplog.at_level(logging.DEBUG), caplog.at_level(logging.DEBUG, logger="httpx2"):
         codec = Codec.from_settings(settings)
         data = codec.encode("MetricPoint", sample_event("MetricPoint"))
         assert data[0] == 0  # Confluent framing: the registry gave an id
