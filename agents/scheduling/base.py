@@ -61,3 +61,27 @@ def reopen(task: Any, failure: dict[str, Any], seq: int) -> None:
     task.update({"status": TaskStatus.FAILED, "last_failure": failure, "seq": seq,
                  "errors": (task["errors"] + [failure["fingerprint"]])[-ERRORS_KEPT:]})
     fixes.record_failure(cast("dict[str, Any]", task), failure)
+
+
+def found_wanting(task_id: str, task: Any, *, plan_id: str, event_id: str, source: str,
+                  error: str, error_type: str, fingerprint: str, output: str, at: int,
+                  check: str, command: str, findings: int, reason: str = ""
+                  ) -> dict[str, Any]:
+    """The failed-version record of a verified file that something after its own checks
+    found wanting (the plan's tests, a canary): its current version, with a verdict of one
+    failed check by `source`, in the shape of a worker's QA failure so the fix loop takes
+    it from there."""
+    return {
+        "event_id": event_id, "plan_id": plan_id, "task_id": task_id,
+        "path": task["spec"]["path"], "attempt": int(task["attempt"]), "worker_id": source,
+        "dispatch_id": task.get("dispatch_id") or "", "executor": task["spec"]["executor"],
+        "error": error, "error_type": error_type, "retryable": True,
+        "fingerprint": fingerprint, "output": output[-fixes.EVIDENCE_MAX:],
+        "retry_after_s": None, "started_at": at, "finished_at": at,
+        "content_hash": task.get("content_hash"), "size": int(task.get("size") or 0),
+        "qa": {"chain": source, "passed": False, "duration_ms": 0, "fingerprint": fingerprint,
+               "checks": [{"name": check, "status": "fail", "blocking": True,
+                           "command": command, "duration_ms": 0, "findings": findings,
+                           "introduced": findings, "reason": reason,
+                           "output": output[:2048], "lines": []}]},
+    }

@@ -14,7 +14,15 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from agents.scheduling import fixes
-from agents.scheduling.base import DONE, FAILED, PLAN_DONE, RUNNING, newer, reopen
+from agents.scheduling.base import (
+    DONE,
+    FAILED,
+    PLAN_DONE,
+    RUNNING,
+    found_wanting,
+    newer,
+    reopen,
+)
 from agents.scheduling.model import Cmd, Command
 
 if TYPE_CHECKING:
@@ -63,20 +71,10 @@ def failure_for(task_id: str, task: Any, ev: dict[str, Any]) -> dict[str, Any]:
     output = (f"canary {ev['revision']} (run {ev['run']}) was rolled back: {ev['reason']}\n"
               f"files changed since {ev.get('stable_revision') or 'the stable revision'}: "
               f"{', '.join(ev['paths'])}\nevidence: {ev['evidence']}")[:fixes.EVIDENCE_MAX]
-    at = int(ev["at"])
-    return {
-        "event_id": f"rollout-{ev['event_id']}-{task_id}", "plan_id": ev["plan_id"],
-        "task_id": task_id, "path": task["spec"]["path"], "attempt": int(task["attempt"]),
-        "worker_id": "rollout", "dispatch_id": task.get("dispatch_id") or "",
-        "executor": task["spec"]["executor"],
-        "error": f"rollout: canary {ev['revision']} rolled back: {ev['reason'][:300]}",
-        "error_type": fixes.ROLLOUT_ERROR, "retryable": True, "fingerprint": fingerprint,
-        "output": output, "retry_after_s": None, "started_at": at, "finished_at": at,
-        "content_hash": task.get("content_hash"), "size": int(task.get("size") or 0),
-        "qa": {"chain": "rollout", "passed": False, "duration_ms": 0,
-               "fingerprint": fingerprint,
-               "checks": [{"name": "canary analysis", "status": "fail", "blocking": True,
-                           "command": f"rollout {ev['run']}", "duration_ms": 0,
-                           "findings": 1, "introduced": 1, "reason": ev["reason"][:500],
-                           "output": output[:2048], "lines": []}]},
-    }
+    return found_wanting(
+        task_id, task, plan_id=ev["plan_id"], event_id=f"rollout-{ev['event_id']}-{task_id}",
+        source="rollout",
+        error=f"rollout: canary {ev['revision']} rolled back: {ev['reason'][:300]}",
+        error_type=fixes.ROLLOUT_ERROR, fingerprint=fingerprint, output=output,
+        at=int(ev["at"]), check="canary analysis", command=f"rollout {ev['run']}",
+        findings=1, reason=ev["reason"][:500])

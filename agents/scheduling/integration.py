@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from agents.scheduling import fixes
+from agents.scheduling.base import found_wanting
 from agents.scheduling.model import Cmd, Command
 
 TESTING = "testing"
@@ -162,22 +162,11 @@ def failure_for(task_id: str, task: dict[str, Any], header: dict[str, Any]
                                  ).hexdigest()[:16]
     first = mine[0] if mine else {"test_id": "?", "message": "", "output": "", "command": ""}
     output = "\n\n".join(f"{f['test_id']}\n{f['output']}" for f in mine)
-    at = int(first.get("at") or 0)
-    return {
-        "event_id": f"integration-{integ['run_id']}-{task_id}", "plan_id": header["plan_id"],
-        "task_id": task_id, "path": task["spec"]["path"], "attempt": int(task["attempt"]),
-        "worker_id": "integration", "dispatch_id": task.get("dispatch_id") or "",
-        "executor": task["spec"]["executor"],
-        "error": f"integration: {len(ids)} test(s) failed, first {first['test_id']}: "
-                 f"{first['message'][:200]}",
-        "error_type": INTEGRATION_ERROR, "retryable": True, "fingerprint": fingerprint,
-        "output": output[-fixes.EVIDENCE_MAX:], "retry_after_s": None, "started_at": at,
-        "finished_at": at, "content_hash": task.get("content_hash"),
-        "size": int(task.get("size") or 0),
-        "qa": {"chain": "integration", "passed": False, "duration_ms": 0,
-               "fingerprint": fingerprint,
-               "checks": [{"name": "pytest (integration)", "status": "fail", "blocking": True,
-                           "command": first.get("command") or "", "duration_ms": 0,
-                           "findings": len(ids), "introduced": len(ids), "reason": "",
-                           "output": output[:2048], "lines": []}]},
-    }
+    return found_wanting(
+        task_id, task, plan_id=header["plan_id"],
+        event_id=f"integration-{integ['run_id']}-{task_id}", source="integration",
+        error=f"integration: {len(ids)} test(s) failed, first {first['test_id']}: "
+              f"{first['message'][:200]}",
+        error_type=INTEGRATION_ERROR, fingerprint=fingerprint, output=output,
+        at=int(first.get("at") or 0), check="pytest (integration)",
+        command=first.get("command") or "", findings=len(ids))
