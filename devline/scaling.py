@@ -206,15 +206,15 @@ class MetricsLink:
         from aiokafka import AIOKafkaConsumer
 
         from streams import topics as T
-        from streams.client import _partitions
+        from streams.client import topic_partitions
 
         s = self.settings
         consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
                                     fetch_max_wait_ms=200, **s.kafka_common())
         await consumer.start()
         try:
-            ops = set(await _partitions(consumer, s.topic(T.OPS)))
-            metrics = await _partitions(consumer, s.topic(T.METRICS))
+            ops = set(await topic_partitions(consumer, s.topic(T.OPS)))
+            metrics = await topic_partitions(consumer, s.topic(T.METRICS))
             consumer.assign([*metrics, *ops])
             await consumer.seek_to_end(*metrics)  # only the present load matters
             # The last few decisions too: one made as this reader started still holds (an

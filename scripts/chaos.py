@@ -57,7 +57,7 @@ from devline.settings import Settings  # noqa: E402
 from devline.supervisor import child_env  # noqa: E402
 from schemas.codec import Codec  # noqa: E402
 from streams import topics as T  # noqa: E402
-from streams.client import _partitions, produce, records, replay  # noqa: E402
+from streams.client import produce, records, replay, topic_partitions  # noqa: E402
 from streams.topics import create_topics, delete_prefixed_topics, wait_for_topics  # noqa: E402
 
 LONG_EVERY = 10
@@ -142,7 +142,7 @@ async def follow(settings: Settings, watch: Watch, stop: asyncio.Event) -> None:
     await consumer.start()
     try:
         await wait_for_topics(settings)  # just created: metadata may lag
-        parts = await _partitions(consumer, settings.topic(T.EVENTS))
+        parts = await topic_partitions(consumer, settings.topic(T.EVENTS))
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         while not stop.is_set():

@@ -76,7 +76,7 @@ async def started_consumer(settings: Settings, **options: Any) -> AIOKafkaConsum
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     consumer = await started_consumer(settings)
     try:
-        parts = await _partitions(consumer, settings.topic(topic))
+        parts = await topic_partitions(consumer, settings.topic(topic))
         ends = await consumer.end_offsets(parts)
         return {tp.partition: off for tp, off in ends.items()}
     finally:
@@ -90,7 +90,7 @@ async def plan_partition(settings: Settings, plan_id: str) -> int:
 
     consumer = await started_consumer(settings)
     try:
-        parts = [tp.partition for tp in await _partitions(consumer, settings.topic(T.EVENTS))]
+        parts = [tp.partition for tp in await topic_partitions(consumer, settings.topic(T.EVENTS))]
     finally:
         await consumer.stop()
     return int(DefaultPartitioner()(plan_id.encode(), parts, parts))
@@ -111,7 +111,9 @@ async def sink_position(settings: Settings, partition: int) -> int | None:
     return int(found.offset) if found is not None and found.offset >= 0 else None
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """A topic's partitions, sorted, once the consumer's metadata has them (a topic just
+    created may take a few refreshes); BrokerUnavailable when it does not exist."""
     for _ in range(50):
         parts = consumer.partitions_for_topic(topic)
         if parts:
@@ -119,6 +121,14 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicParti
         await consumer._client.force_metadata_update()
         await _sleep(0.1)
     raise BrokerUnavailable(f"topic {topic} does not exist (run `devline topics create`)")
+
+
+async def reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether the consumer's position has reached `ends` in every partition."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
 
 
 async def _sleep(s: float) -> None:
@@ -146,7 +156,7 @@ async def records(settings: Settings, topic: str, *, from_beginning: bool = True
         await consumer.stop()  # else "Unclosed AIOKafkaConsumer" when it is collected
         raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
     try:
-        parts = await _partitions(consumer, settings.topic(topic))
+        parts = await topic_partitions(consumer, settings.topic(topic))
         if partitions is not None:
             parts = [tp for tp in parts if tp.partition in partitions]
         consumer.assign(parts)

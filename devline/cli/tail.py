@@ -166,14 +166,14 @@ async def read(settings: Settings, topic: str, *, partitions: Sequence[int] | No
     from aiokafka import TopicPartition
 
     from devline.errors import BrokerUnavailable
-    from streams.client import _partitions, records, started_consumer
+    from streams.client import records, started_consumer, topic_partitions
 
     name = settings.topic(topic)
     consumer = await started_consumer(settings)
     try:
         if name not in await consumer.topics():
             raise BrokerUnavailable(f"topic {name} does not exist (run `devline topics create`)")
-        every = [tp.partition for tp in await _partitions(consumer, name)]
+        every = [tp.partition for tp in await topic_partitions(consumer, name)]
         chosen = list(every) if not partitions else sorted(set(partitions))
         unknown = [p for p in chosen if p not in every]
         if unknown:

@@ -115,11 +115,11 @@ class ObserveService:
 
     # -- start positions ------------------------------------------------------------------
     async def _position(self, last_close_ms: int | None) -> None:
-        from streams.client import _partitions
+        from streams.client import topic_partitions
 
         c, s = self._consumer, self.settings
         assert c is not None
-        parts = {name: await _partitions(c, s.topic(name)) for name in INPUTS}
+        parts = {name: await topic_partitions(c, s.topic(name)) for name in INPUTS}
         c.assign([tp for tps in parts.values() for tp in tps])
         now = self.now_ms()
         await c.seek_to_beginning(*parts[T.EVENTS])
@@ -150,7 +150,7 @@ class ObserveService:
     async def _last_close_ms(self) -> int | None:
         """The close time of the newest window already on the windows topic (its last
         record), or None when it is empty."""
-        from streams.client import _partitions
+        from streams.client import topic_partitions
 
         s = self.settings
         reader = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
@@ -158,7 +158,7 @@ class ObserveService:
                                   **s.kafka_common())
         await reader.start()
         try:
-            tps = await _partitions(reader, s.topic(T.METRICS_WINDOWS))
+            tps = await topic_partitions(reader, s.topic(T.METRICS_WINDOWS))
             reader.assign(tps)
             ends = await reader.end_offsets(tps)
             newest: int | None = None

@@ -24,6 +24,7 @@ from devline.errors import BrokerUnavailable, DecodeError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+from streams.client import reached, topic_partitions
 from streams.emit import headers_for
 from streams.ops.core import OpsConfig, OpsCore
 from streams.ops.records import decision_of
@@ -139,7 +140,7 @@ class OpsStage:
     async def _assign(self, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
         parts: dict[str, list[TopicPartition]] = {}
         for name in self._topics:
-            parts[name] = await _partitions(consumer, name)
+            parts[name] = await topic_partitions(consumer, name)
         everything = [tp for tps in parts.values() for tp in tps]
         consumer.assign(everything)
         await consumer.seek_to_beginning(*everything)
@@ -164,7 +165,7 @@ class OpsStage:
                 for record in records:
                     self.feed(tp.topic, record)
             if not self.caught_up:
-                if not await _read_to(consumer, ends):
+                if not await reached(consumer, ends):
                     continue
                 self.catch_up()
             now = self.clock()
@@ -173,23 +174,6 @@ class OpsStage:
                 self.decide(int(now * 1000))
             if self.pending:
                 await self.publish(producer)
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(50):
-        parts = consumer.partitions_for_topic(topic)
-        if parts:
-            return [TopicPartition(topic, p) for p in sorted(parts)]
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.1)
-    raise BrokerUnavailable(f"topic {topic} does not exist (run `devline topics create`)")
-
-
-async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if end > 0 and await consumer.position(tp) < end:
-            return False
-    return True
 
 
 async def run_ops(settings: Settings, config: OpsConfig | None = None, *,

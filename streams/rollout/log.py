@@ -18,12 +18,12 @@ async def rollouts_partition(settings: Settings, plan: str) -> int:
     from aiokafka import AIOKafkaConsumer
     from aiokafka.partitioner import DefaultPartitioner
 
-    from streams.client import _partitions
+    from streams.client import topic_partitions
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
     await consumer.start()
     try:
-        parts = [tp.partition for tp in await _partitions(consumer,
+        parts = [tp.partition for tp in await topic_partitions(consumer,
                                                           settings.topic(T.ROLLOUTS))]
     finally:
         await consumer.stop()

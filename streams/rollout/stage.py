@@ -46,6 +46,7 @@ from devline.errors import DecodeError, PlanError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
+from streams.client import reached, topic_partitions
 from streams.emit import dead_letter_headers, headers_for, stored_by_reference
 from streams.rollout.config import RolloutConfig
 from streams.rollout.effects import Effects
@@ -130,8 +131,7 @@ class RolloutStage:
         await self.producer.start()
         await rollouts.start()
         try:
-            parts = [TopicPartition(s.topic(T.ROLLOUTS), p) for p in
-                     sorted(await self._partitions(rollouts, s.topic(T.ROLLOUTS)))]
+            parts = await topic_partitions(rollouts, s.topic(T.ROLLOUTS))
             rollouts.assign(parts)
             for tp in parts:
                 self.bookmarks[tp] = await rollouts.committed(tp) or 0
@@ -151,15 +151,6 @@ class RolloutStage:
             await rollouts.stop()
             await self.producer.stop()
 
-    async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-        for _ in range(100):
-            found = consumer.partitions_for_topic(topic)
-            if found:
-                return set(found)
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {topic} does not exist (run `devline topics create`)")
-
     async def _loop(self, stop: asyncio.Event, rollouts: AIOKafkaConsumer,
                     events: AIOKafkaConsumer, ends: dict[TopicPartition, int],
                     ops: AIOKafkaConsumer) -> None:
@@ -173,7 +164,7 @@ class RolloutStage:
                         await self._dead_letter(record, poison)
                 if self.live:
                     await rollouts.commit({tp: batch[tp][-1].offset + 1})
-            if not self.live and await _read_to(rollouts, ends):
+            if not self.live and await reached(rollouts, ends):
                 self._catch_up()
                 # Everything replayed is handled (poison dead-lettered): bookmark it.
                 await rollouts.commit({tp: await rollouts.position(tp) for tp in ends})
@@ -422,13 +413,6 @@ class RolloutStage:
             "stable_revision": options.get("rollout.stable_revision"),
             "spec_json": json.dumps(spec.to_dict()), "options": options,
             "manifest": manifest or {}, "at": self.clock()}, plan)
-
-
-async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
 
 
 def is_open(state: dict[str, Any]) -> bool:
