@@ -26,6 +26,7 @@ from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitio
 
 from devline.settings import Settings
 from streams import topics as T
+from streams.client import topic_partitions
 
 log = logging.getLogger("devline.seat")
 
@@ -82,7 +83,7 @@ async def run_seated(settings: Settings, name: str, stage: Stage,
         group_instance_id=f"{settings.instance_id}-{name}" if settings.instance_id else None,
         enable_auto_commit=False, session_timeout_ms=SESSION_MS, heartbeat_interval_ms=1000,
         max_poll_interval_ms=3_600_000, partition_assignment_strategy=(_sticky(),),
-        **settings.kafka_common())
+        metadata_max_age_ms=5000, **settings.kafka_common())
     vote = _Vote(consumer)
     await consumer.start()
 
@@ -92,6 +93,9 @@ async def run_seated(settings: Settings, name: str, stage: Stage,
 
     standing = asyncio.create_task(stand())
     try:
+        # Subscribed before its metadata has the topic, the group would assign nothing
+        # until the next refresh: wait for the partition first.
+        await topic_partitions(consumer, settings.topic(T.BOARD))
         consumer.subscribe([settings.topic(T.BOARD)], listener=vote)
         while not stop.is_set():
             if not vote.held.is_set():
