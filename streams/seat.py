@@ -99,7 +99,7 @@ async def run_seated(settings: Settings, name: str, stage: Stage,
         consumer.subscribe([settings.topic(T.BOARD)], listener=vote)
         while not stop.is_set():
             if not vote.held.is_set():
-                log.info("%s: standing by (another process holds the seat)", name)
+                log.info("%s: waiting for the seat (one process per prefix runs it)", name)
                 await _first(vote.held.wait(), stop.wait(), standing)
                 if standing.done():
                     standing.result()

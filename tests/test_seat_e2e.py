@@ -75,8 +75,8 @@ def test_two_rollouts_processes_run_one_stage(topics: Settings, tmp_path: Path) 
             while True:
                 texts = [log.read_text() for log in logs]
                 holding = [t for t in texts if "holding the seat" in t]
-                standing = [t for t in texts if "standing by" in t]
-                if holding and standing:
+                waiting = [t for t in texts if "waiting for the seat" in t]
+                if holding and len(waiting) == 2:  # both started, one holds
                     break
                 assert time.monotonic() < deadline, texts
                 await asyncio.sleep(0.3)
