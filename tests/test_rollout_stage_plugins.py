@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agents.rollout import outstanding
 from agents.rollout.sources import (
     CommandSource,
     MeasureContext,
@@ -30,7 +31,6 @@ from agents.rollout.targets import (
 from devline.errors import ConfigError
 from streams.rollout.config import RolloutConfig
 from streams.rollout.records import spec_options, wants_rollout
-from streams.rollout.stage import outstanding
 
 CTX = MeasureContext("p1", "r2", "r1", 50)
 

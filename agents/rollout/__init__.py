@@ -22,7 +22,14 @@ from agents.rollout.judge import (
     judge,
     mann_whitney_u,
 )
-from agents.rollout.machine import apply, initial_state, pending_timers, replay
+from agents.rollout.machine import (
+    apply,
+    initial_state,
+    is_open,
+    outstanding,
+    pending_timers,
+    replay,
+)
 from agents.rollout.spec import (
     BadDirection,
     Condition,
@@ -75,8 +82,10 @@ __all__ = [
     "apply",
     "assess",
     "initial_state",
+    "is_open",
     "judge",
     "mann_whitney_u",
+    "outstanding",
     "parse_condition",
     "parse_spec",
     "pending_timers",

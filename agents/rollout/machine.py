@@ -103,6 +103,43 @@ def pending_timers(state: Mapping[str, Any]) -> list[Action]:
                                                                       .items())]
 
 
+def is_open(state: Mapping[str, Any]) -> bool:
+    """Whether a rollout still needs the stage (active, or a rollback not confirmed)."""
+    return state["phase"] in ACTIVE or (
+        state["phase"] in (Phase.ROLLING_BACK, Phase.ABORTED) and not state["rollback_done"])
+
+
+def outstanding(state: Mapping[str, Any]) -> list[Action]:
+    """The effects whose outcome the log does not hold yet, from the state alone."""
+    phase, run = state["phase"], state["run"]
+    if run is None or state["spec"] is None:
+        return []
+    spec = steps.spec_of(state)
+    step = int(state["step"])
+    if phase in (Phase.PROGRESSING, Phase.PAUSED) and not state["deployed"]:
+        return [Action(ActionKind.SET_WEIGHT, {
+            "percent": spec.steps[step], "revision": state["revision"],
+            "stable_revision": state["stable_revision"], "run": run, "step": step})]
+    if phase in (Phase.ROLLING_BACK, Phase.ABORTED) and not state["rollback_done"] \
+            and state["rollback_escalated"] != state["rollbacks"]:
+        failure = state.get("failure") or {}
+        return [Action(ActionKind.ROLLBACK, {
+            "reason": failure.get("reason", "rollback"), "evidence": failure.get("evidence"),
+            "run": run, "revision": state["revision"],
+            "stable_revision": state["stable_revision"], "rollback": state["rollbacks"]})]
+    if phase == Phase.BAKING and state["awaiting_judgement"] and spec.judge is not None:
+        return [Action(ActionKind.COMPARE, {"metrics": [m.name for m in spec.judge.metrics],
+                                            "run": run, "step": step})]
+    if phase == Phase.BAKING and state["round"] >= max(1, state["first_round"]):
+        missing = [m.name for m in spec.metrics
+                   if f"{m.name}@{state['round']}" not in state["measured"]]
+        if missing:
+            return [Action(ActionKind.MEASURE, {"metrics": missing, "run": run, "step": step,
+                                                "round": state["round"],
+                                                "percent": spec.steps[step]})]
+    return []
+
+
 def _dispatch(s: dict[str, Any], kind: EventType, e: Mapping[str, Any],
               now: int) -> list[Action]:
     match kind:

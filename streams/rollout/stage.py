@@ -27,17 +27,16 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agents.rollout import (
-    ACTIVE,
     Action,
     ActionKind,
     EventType,
-    Phase,
     RolloutEventError,
     apply,
     initial_state,
+    is_open,
+    outstanding,
     parse_spec,
     pending_timers,
-    spec_of,
 )
 from agents.rollout.attribution import FIX_MAX_FILES, HASH_PREFIX, fixed_revision, implicated
 from agents.rollout.controls import ops_abort_refusal
@@ -413,40 +412,3 @@ class RolloutStage:
             "stable_revision": options.get("rollout.stable_revision"),
             "spec_json": json.dumps(spec.to_dict()), "options": options,
             "manifest": manifest or {}, "at": self.clock()}, plan)
-
-
-def is_open(state: dict[str, Any]) -> bool:
-    """Whether a rollout still needs the stage (active, or a rollback not confirmed)."""
-    return state["phase"] in ACTIVE or (
-        state["phase"] in (Phase.ROLLING_BACK, Phase.ABORTED) and not state["rollback_done"])
-
-
-def outstanding(state: dict[str, Any]) -> list[Action]:
-    """The effects whose outcome the log does not hold yet, from the state alone."""
-    phase, run = state["phase"], state["run"]
-    if run is None or state["spec"] is None:
-        return []
-    spec = spec_of(state)
-    step = int(state["step"])
-    if phase in (Phase.PROGRESSING, Phase.PAUSED) and not state["deployed"]:
-        return [Action(ActionKind.SET_WEIGHT, {
-            "percent": spec.steps[step], "revision": state["revision"],
-            "stable_revision": state["stable_revision"], "run": run, "step": step})]
-    if phase in (Phase.ROLLING_BACK, Phase.ABORTED) and not state["rollback_done"] \
-            and state["rollback_escalated"] != state["rollbacks"]:
-        failure = state.get("failure") or {}
-        return [Action(ActionKind.ROLLBACK, {
-            "reason": failure.get("reason", "rollback"), "evidence": failure.get("evidence"),
-            "run": run, "revision": state["revision"],
-            "stable_revision": state["stable_revision"], "rollback": state["rollbacks"]})]
-    if phase == Phase.BAKING and state["awaiting_judgement"] and spec.judge is not None:
-        return [Action(ActionKind.COMPARE, {"metrics": [m.name for m in spec.judge.metrics],
-                                            "run": run, "step": step})]
-    if phase == Phase.BAKING and state["round"] >= max(1, state["first_round"]):
-        missing = [m.name for m in spec.metrics
-                   if f"{m.name}@{state['round']}" not in state["measured"]]
-        if missing:
-            return [Action(ActionKind.MEASURE, {"metrics": missing, "run": run, "step": step,
-                                                "round": state["round"],
-                                                "percent": spec.steps[step]})]
-    return []
