@@ -63,6 +63,9 @@ from streams.rollout.records import (
 log = logging.getLogger(__name__)
 TICK_S = 0.05
 ONCE = (ActionKind.ESCALATE, ActionKind.FIX_TASKS)
+# The plan events the stage reads (besides TaskCompleted of plans it builds manifests of).
+PLAN_EVENTS = frozenset({b"PlanAccepted", b"PlanCompleted", b"PlanRetired", b"PlanRejected",
+                         b"RolloutFixRequested"})
 
 
 def wall_ms() -> int:
@@ -297,6 +300,8 @@ class RolloutStage:
 
     # -- starting rollouts -----------------------------------------------------------
     async def _on_plan_event(self, record: Any) -> None:
+        if not self._wanted(record):
+            return
         try:
             event_type, value = self.codec.decode(record.value or b"")
         except DecodeError:
@@ -347,6 +352,18 @@ class RolloutStage:
             "action": "abort", "by": "ops",
             "reason": f"ops decision {value['decision_id']}: {value.get('reason')}",
             "at": self.clock()}, plan)
+
+    def _wanted(self, record: Any) -> bool:
+        """Whether a plan event may matter here, from its headers (devline sets them on
+        every event); most of the log (dispatches, retries, other plans' completions) is
+        not decoded at all. A record without them is decoded to find out."""
+        headers = dict(record.headers or ())
+        kind = headers.get("event-type")
+        if kind is None:
+            return True
+        if kind == b"TaskCompleted":
+            return headers.get("plan-id", b"").decode("utf-8", "replace") in self.building
+        return kind in PLAN_EVENTS
 
     def _on_fix_requested(self, record: Any, plan: str, value: dict[str, Any]) -> None:
         """The plan is fixing the files a failed canary implicated: when it completes
