@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 
+from agents.analysis import parallel
 from agents.analysis.graph import build_graph, estimate_cost, find_cycles, schedule
 from agents.analysis.js_imports import scan_js
 from agents.analysis.model import JSON_KEYS, Analysis, Cycle, Edge, ScanResult
@@ -30,12 +31,13 @@ Content = str | bytes | None
 
 
 def analyze_path(root: Path, *, costs: Mapping[str, float] | None = None,
-                 check_syntax: bool = False) -> Analysis:
+                 check_syntax: bool = False, jobs: int = 1) -> Analysis:
     """Analyse every Python and JS/TS file under `root`.
 
     Skips node_modules, .git, .venv, __pycache__, dist, build and hidden directories.
     Python imports are found without parsing each file whole (`scan_python`); with
     `check_syntax` every file is parsed, and those that do not parse are reported.
+    `jobs` > 1 scans a big tree in that many processes (forked, same result).
     Raises `FileNotFoundError` / `NotADirectoryError` for a bad `root`.
     """
     started = time.perf_counter()
@@ -47,7 +49,7 @@ def analyze_path(root: Path, *, costs: Mapping[str, float] | None = None,
     contents: dict[str, Content] = dict(discover(root))
     files = sorted(p for p in contents if is_source(p))
     return _analyze(str(root), root.resolve().name, files, contents, _clean_costs(costs),
-                    set(), started, check_syntax)
+                    set(), started, check_syntax, jobs)
 
 
 def analyze_sources(files: Mapping[str, str | None], *, root_name: str = ".",
@@ -83,14 +85,13 @@ def analyze_sources(files: Mapping[str, str | None], *, root_name: str = ".",
 
 def _analyze(root: str, root_name: str, files: list[str], contents: Mapping[str, Content],
              costs: Mapping[str, float], declared: set[Edge], started: float,
-             check_syntax: bool = True) -> Analysis:
+             check_syntax: bool = True, jobs: int = 1) -> Analysis:
     """The shared pipeline: scan both languages, add declared edges, schedule."""
-    result = ScanResult()
     python = {p: contents[p] for p in files if p.endswith(".py")}
-    result.merge(scan_python(python, root_name=root_name, check_syntax=check_syntax))
     texts = {p: _text(contents[p]) for p in files if not p.endswith(".py") and is_source(p)}
     configs = {p: _text(c) for p, c in contents.items() if is_tsconfig(p)}
-    result.merge(scan_js(texts, files, configs))
+    result = parallel.run(_scans(python, texts, files, configs, root_name, check_syntax, jobs))
+    result.errors.sort(key=lambda error: error["file"])  # the same whichever process found it
     result.edges |= declared
 
     graph = build_graph(files, result.edges)
@@ -117,6 +118,32 @@ def _analyze(root: str, root_name: str, files: list[str], contents: Mapping[str,
     return Analysis(root=root, files=files, edges=sorted(graph.edges), external=external,
                     cycles=cycles, levels=levels, critical_path=path, priorities=priorities,
                     stats=stats, costs=cost, errors=list(result.errors))
+
+
+def _scans(python: Mapping[str, Content], texts: Mapping[str, str | None], files: list[str],
+           configs: Mapping[str, str | None], root_name: str, check_syntax: bool,
+           jobs: int) -> list[parallel.Scan]:
+    """The scans to run: one of everything, or (big tree, `jobs` > 1) the JS/TS files and
+    shares of the Python files, about equal in cost; the last share has the JS/TS."""
+    def js() -> ScanResult:
+        return scan_js(texts, files, configs)
+
+    def py(only: Collection[str] | None = None) -> Callable[[], ScanResult]:
+        return lambda: scan_python(python, root_name=root_name, check_syntax=check_syntax,
+                                   only=None if only is None else set(only))
+
+    sizes = {p: len(c) for p, c in python.items() if c is not None}
+    js_size = sum(len(t) for t in texts.values() if t is not None)
+    if jobs <= 1 or sum(sizes.values()) + js_size < parallel.MIN_PARALLEL_BYTES:
+        return [py(), js]
+    shares = parallel.split(sizes, jobs, fixed=parallel.JS_WEIGHT * js_size)
+
+    def last() -> ScanResult:
+        found = py(shares[-1])()
+        found.merge(js())
+        return found
+
+    return [*(py(share) for share in shares[:-1]), last]
 
 
 def _clean_costs(costs: Mapping[str, float] | None) -> dict[str, float]:

@@ -49,7 +49,7 @@ def _fail(text: str) -> typer.Exit:
 
 def _current_settings() -> Settings | None:
     """The command's settings, for probing and redacting; None outside a command."""
-    from typer._click.globals import get_current_context  # typer 0.29 vendors click
+    from typer._click.globals import get_current_context  # typer vendors click since 0.27
 
     ctx = get_current_context(silent=True)
     if ctx is None:
