@@ -8,6 +8,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from agents.replay.events import PlanEvent, numbered
+from agents.replay.verify import verify
+from agents.scheduling import integration as I
 from devline.settings import Settings
 from streams import topics as T
 from tests.harness import events, plan_events, running_pipeline, submit, wait_for
@@ -89,6 +92,19 @@ def test_a_failing_test_gets_its_module_fixed_and_the_suite_passes(topics: Setti
     assert runs[1][1]["shards"][0]["tests"] == ["tests/test_ops.py::test_add"]
     last = [v for _, v in results if v["run_id"] == runs[2][1]["run_id"]]
     assert last and all(not v["failures"] for v in last)
+    # Replay re-derives the runs and the fix decision from the log, and names a changed run.
+    log = numbered([(r.partition, r.offset, r.timestamp, k, v) for r, k, v in evs])
+    verified = verify(log)
+    assert verified.agree, verified.first
+    assert verified.checked["integration"] == 3 and verified.checked["retry"] >= 1
+    rerun = next(e for e in log if e.event_type == "IntegrationStarted"
+                 and e.value["scope"] == "failed")
+    shards = [{**rerun.value["shards"][0], "tests": ["tests/test_ops.py::test_sub"]}]
+    changed = {**rerun.value, "shards": shards,
+               "run_id": I.run_id(plan_id, rerun.value["round"], shards)}
+    wrong = verify([PlanEvent(e.seq, e.partition, e.offset, e.timestamp, e.event_type,
+                              changed if e is rerun else e.value) for e in log])
+    assert wrong.first is not None and wrong.first.seq == rerun.seq, wrong.first
     # The fixed file is what the sink wrote.
     target = settings.workspace / "integ" / "calc" / "ops.py"
     for _ in range(50):

@@ -12,7 +12,14 @@ events before it left (`agents.scheduling.fold`) and the code that decides:
 - `TaskReady` of a retry timer / an expired lease: the task waiting at that attempt and
   due by then / dispatched with that dispatch id;
 - `TaskCompleted` from the cache: a released task (ready, first attempt, not a fix);
-- `PlanCompleted`: the counters the fold holds when the plan is done.
+- `PlanCompleted`: the counters the fold holds when the plan is done;
+- `IntegrationStarted`: a run for the round and scope the fold is testing, named by its
+  own assignment (`integration.run_id`), each test in one shard, the totals adding up, and
+  a re-run of failed tests running exactly the tests that failed. Which tests a full round
+  finds and how they are balanced depend on files and durations in the artifact store,
+  so they are taken as given;
+- the fix tasks for files that failing integration tests point at: `decide_failure`, as
+  for any failure (the fold reopens them when the last shard reports).
 
 Inputs from other processes (results, dispatches, requests) are taken as given. A
 duplicate of a decision (the same event id again, written after a crash) is not a
@@ -32,6 +39,7 @@ import networkx as nx
 
 from agents.replay.events import PlanEvent
 from agents.scheduling import fold as F
+from agents.scheduling import integration as I
 from agents.scheduling.decisions import decide_failure, failure_policy, redrive_id
 from agents.scheduling.dispatch import KIND_RANK
 from agents.scheduling.model import Cmd, decision_id
@@ -102,7 +110,8 @@ class _Verifier:
         task = self.state.task(str(v.get("task_id") or "")) if self.state.header else None
         kind = {"PlanAccepted": "priorities", "TaskRetryScheduled": "retry",
                 "TaskDeadLettered": "dead_letter", "TaskReady": "ready",
-                "PlanCompleted": "plan_completed"}.get(str(et))
+                "PlanCompleted": "plan_completed",
+                "IntegrationStarted": "integration"}.get(str(et))
         if et == "TaskCompleted" and v.get("cached"):
             kind = "cache_hit"
         if kind is None:
@@ -121,6 +130,8 @@ class _Verifier:
                 return self._ready(v, task, result)
             case "cache_hit":
                 return self._cached(v, task, result)
+            case "integration":
+                return self._integration(v, result)
             case _:
                 return self._plan_completed(v, result)
 
@@ -210,6 +221,16 @@ class _Verifier:
                 return f"{key}: log has {v.get(key)!r}, replay derives {value!r}"
         return None
 
+    def _integration(self, v: dict[str, Any], result: Verification) -> str | None:
+        h = self.state.header
+        integ = h.get("integration") or {}
+        if integ.get("run_id") is not None and integ.get("round") == v.get("round"):
+            result.refused += 1  # a second assignment for a planned round: the fold keeps one
+            return None
+        if h.get("status") != I.TESTING or not integ:
+            return f"an integration run while the plan is {h.get('status')}"
+        return integration_problem(h["plan_id"], integ, v)
+
     def _rank(self, v: dict[str, Any], task: Any, result: Verification) -> None:
         if task is None or task["status"] != F.READY or task["attempt"] != v.get("attempt"):
             return
@@ -236,6 +257,32 @@ class _Verifier:
                         decision.event_type, decision.record, ev.seq))
             elif cmd.kind == Cmd.REDRIVE and cmd.task_id:
                 self.redrives.setdefault(cmd.task_id, ev.seq)
+
+
+def integration_problem(plan_id: str, integ: dict[str, Any], v: dict[str, Any]
+                        ) -> str | None:
+    """What in an `IntegrationStarted` the testing plan's state (`integ`) contradicts."""
+    if v.get("round") != integ.get("round") or v.get("scope") != (integ.get("scope") or "full"):
+        return (f"round {v.get('round')} ({v.get('scope')}); replay is testing round "
+                f"{integ.get('round')} ({integ.get('scope')})")
+    shards = list(v.get("shards") or [])
+    run = I.run_id(plan_id, int(v["round"]), shards)
+    if v.get("run_id") != run:
+        return f"run_id: log has {v.get('run_id')!r}, its shards name {run!r}"
+    if v.get("event_id") != decision_id(plan_id, v["round"], run, "integration"):
+        return "event_id is not the run's decision id"
+    if sorted(int(s["index"]) for s in shards) != list(range(len(shards))):
+        return "shards are not numbered 0..n-1"
+    tests = [t for s in shards for t in s["tests"]]
+    if len(set(tests)) != len(tests):
+        return "a test is in two shards"
+    if int(v.get("tests_total") or 0) != len(tests):
+        return f"tests_total: log has {v.get('tests_total')}, the shards hold {len(tests)}"
+    if integ.get("scope") == "failed" and integ.get("failed_tests") and \
+            sorted(tests) != sorted(integ["failed_tests"]):
+        return (f"a re-run of failed tests runs {sorted(tests)}; replay derives "
+                f"{sorted(integ['failed_tests'])}")
+    return None
 
 
 def priorities_problem(v: dict[str, Any]) -> str | None:
