@@ -271,3 +271,22 @@ def test_every_global_option_with_a_value_is_skipped() -> None:
     takes_value = {o for p in group.params if p.param_type_name == "option"
                    and not getattr(p, "is_flag", False) for o in p.opts}
     assert takes_value == VALUE_OPTIONS
+
+
+def test_the_store_line_per_opened_partition_is_a_debug_line() -> None:
+    noise = StartupNoise(grace_s=60, started=1000.0)
+    root = logging.getLogger()
+    level = root.level
+    try:
+        root.setLevel(logging.INFO)
+        opened = _record("faust.stores.rocksdb", "opening partition 3 for gen id 1 app id 1",
+                         None, created=5000.0, level=logging.INFO)
+        assert noise.filter(opened) is False and opened.levelname == "DEBUG"
+        warning = _record("faust.stores.rocksdb", "opening partition 3 failed", None,
+                          created=5000.0, level=logging.WARNING)
+        assert noise.filter(warning) is True and warning.levelname == "WARNING"
+        ours = _record("devline.scheduler", "opening partition 3", None, created=5000.0,
+                       level=logging.INFO)
+        assert noise.filter(ours) is True and ours.levelname == "INFO"
+    finally:
+        root.setLevel(level)

@@ -1,5 +1,5 @@
-"""Kafka client lines that are expected while a cluster or a topic is new, kept off a
-clean start's log.
+"""Kafka client lines that are expected while a cluster or a topic is new, and chatter
+from the libraries, kept off a clean start's log.
 
 aiokafka logs at ERROR what it retries: the group coordinator that a fresh broker has
 not elected yet (`__consumer_offsets` is being created), and a topic created a moment ago
@@ -21,6 +21,13 @@ TRANSIENT = {
 }
 
 
+# (logger, message start) of INFO lines that say nothing a user acts on, at any time: the
+# RocksDB store's line per partition opened (about 50 on every start of a processor).
+CHATTER = {
+    ("faust.stores.rocksdb", "opening partition "),
+}
+
+
 class StartupNoise(logging.Filter):
     """Demotes the transient start-up lines of `TRANSIENT` to DEBUG for `grace_s`."""
 
@@ -29,11 +36,20 @@ class StartupNoise(logging.Filter):
         self.until = (time.time() if started is None else started) + grace_s
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and any(
+                record.name == name and str(record.msg).startswith(start)
+                for name, start in CHATTER):
+            return self._demoted(record)
         if record.created > self.until or (record.name, record.msg) not in TRANSIENT:
             return True
         first = record.args[0] if isinstance(record.args, tuple) and record.args else None
         if not getattr(first, "retriable", True):
             return True  # a fatal error keeps its level
+        return self._demoted(record)
+
+    @staticmethod
+    def _demoted(record: logging.LogRecord) -> bool:
+        """The record as a DEBUG line: shown only with `--log-level DEBUG`."""
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return logging.getLogger().getEffectiveLevel() <= logging.DEBUG
 
