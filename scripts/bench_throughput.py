@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,6 +37,7 @@ from bench_pipeline import (
 )
 
 from devline.settings import Settings
+from streams.client import started_consumer, topic_partitions
 from streams.topics import create_topics
 
 
@@ -46,19 +48,70 @@ def plan(n: int, run: str) -> dict:
         {"path": f"m{i:05d}.py", "content": f"# {run}\nX = {i}\n"} for i in range(n)]}
 
 
-async def devline_rate(settings: Settings, n: int, workers: int, log: Path) -> dict[str, float]:
+def cpu_by_role(session: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each process of a session, summed by its `devline`
+    role (processor, worker, sink, run, ...): read from /proc, Linux only."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) != session:  # field 6, the session id
+            continue
+        args = [a.decode() for a in argv if a]
+        role = args[args.index("devline") + 1] if "devline" in args[:-1] else "other"
+        if "--standby" in args:
+            role += " (spare)"
+        out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+async def records_by_topic(settings: Settings) -> dict[str, int]:
+    """Records in each topic under the run's prefix (end offsets summed over partitions;
+    the prefix and Faust's group name left off the topic names)."""
+    consumer = await started_consumer(settings)
+    try:
+        out = {}
+        for topic in sorted(t for t in await consumer.topics()
+                            if t.startswith(settings.topic_prefix)):
+            parts = await topic_partitions(consumer, topic)
+            ends = await consumer.end_offsets(parts)
+            name = topic.removeprefix(settings.topic_prefix).removeprefix("devline-streams-")
+            out[name] = sum(ends.values())
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def devline_rate(settings: Settings, n: int, workers: int, log: Path) -> dict[str, Any]:
     await create_topics(settings)
-    with running_pipeline(settings, workers, log):
+    with running_pipeline(settings, workers, log) as proc:
         await asyncio.wait_for(wait_until_ready(settings, workers, settle=2.0), 120)
         events: list = []
+        cpu_before = cpu_by_role(proc.pid)
+        records_before = await records_by_topic(settings)
         began = time.monotonic()
         await asyncio.wait_for(run_plan(settings, plan(n, uuid.uuid4().hex[:6]), events, 60), 600)
         wall = time.monotonic() - began
+        cpu_after = cpu_by_role(proc.pid)
+        records_after = await records_by_topic(settings)
+    cpu_ms = {role: (cpu_after[role] - cpu_before.get(role, 0.0)) * 1000 / n
+              for role in sorted(cpu_after)}
+    per_task = {topic: (count - records_before.get(topic, 0)) / n
+                for topic, count in records_after.items()
+                if count > records_before.get(topic, 0)}
     dispatched = [v["dispatched_at"] for _, k, v in events if k == "TaskDispatched"]
     finished = [v["finished_at"] for _, k, v in events if k == "TaskCompleted"]
     span = (max(finished) - min(dispatched)) / 1000
     return {"tasks": len(finished), "seconds": span, "rate": len(finished) / span,
-            "wall_rate": n / wall, **hops(events)}
+            "wall_rate": n / wall, "cpu_ms": cpu_ms,
+            "records": per_task, **hops(events)}
 
 
 def hops(events: list) -> dict[str, float]:
@@ -158,6 +211,10 @@ def main() -> int:
     print(f"devline / raw: {ours['rate'] / raw['rate']:.2f}")
     print(f"a slot's cycle, median ms: dispatch -> run starts {ours['to_start_ms']:.0f}, "
           f"run {ours['run_ms']:.0f}, result -> next dispatch {ours['back_ms']:.0f}")
+    print("CPU ms per task, submit -> PlanCompleted, by process role: " + ", ".join(
+        f"{role} {ms:.2f}" for role, ms in ours["cpu_ms"].items()))
+    print(f"records per task ({sum(ours['records'].values()):.2f} in all): " + ", ".join(
+        f"{topic} {count:.2f}" for topic, count in ours["records"].items()))
     return 0
 
 
