@@ -40,6 +40,7 @@ log = logging.getLogger("devline.worker")
 
 METADATA_AGE_MS = 5000   # see new topics and partitions within seconds, not aiokafka's 5 min
 SEEN_REMEMBERED = 50_000  # dispatch ids this worker took (a resent copy is dropped)
+DISPATCHABLE = frozenset({"idle", "busy"})  # states in which the dispatcher sends work here
 FRESH_MS = 5000          # an item for us younger than this needs no check against the log
 
 
@@ -54,6 +55,16 @@ def work_item(record: dict[str, Any]) -> WorkItem:
                                  c.get("interface")) for c in record.get("context") or []),
         options=dict(record.get("options") or {}), project=record.get("project"),
     )
+
+
+def beat_now(before: str, after: str) -> bool:
+    """Whether a change of state needs a heartbeat at once, not at the next periodic one:
+    when it changes whether the dispatcher may send work here (starting -> idle, busy ->
+    draining). busy <-> idle does not: the dispatcher counts a worker's free slots from
+    its own dispatches and the results in the log, and the periodic heartbeat reports what
+    runs (a heartbeat per task start and finish was 1.5 records per task, each read and
+    decoded by every processor)."""
+    return (before in DISPATCHABLE) != (after in DISPATCHABLE)
 
 
 class Worker:
@@ -159,7 +170,7 @@ class Worker:
                                    return_when=asyncio.FIRST_COMPLETED)
                 continue
             if self.state != "draining":
-                self.state = "idle" if not self.running else "busy"
+                await self._set_state("idle" if not self.running else "busy")
             if not self.offsets.fetched:
                 # No max_records cap: a partially drained fetch makes aiokafka leave that
                 # partition out of its next long poll, delaying the next item ~fetch wait.
@@ -176,8 +187,7 @@ class Worker:
                 free -= 1
                 started = True
             if started:
-                self.state = "busy"
-                await self.heartbeat()
+                await self._set_state("busy")
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         tp, offset, name = self.running.pop(task)
@@ -197,8 +207,7 @@ class Worker:
         assert self.consumer is not None
         await commit_finished(self.consumer, self.offsets, "records")
         if not self.running and self.state == "busy":
-            self.state = "idle"
-            await self.heartbeat()
+            await self._set_state("idle")
 
     async def _drain(self) -> None:
         if self.running:
@@ -211,6 +220,12 @@ class Worker:
             if late:
                 await asyncio.wait(late)
         await self.commit()
+
+    async def _set_state(self, state: str) -> None:
+        """Change state; heartbeat at once if that is news the dispatcher needs now."""
+        before, self.state = self.state, state
+        if beat_now(before, state):
+            await self.heartbeat()
 
     async def heartbeat(self) -> None:
         if self.producer is None:
