@@ -207,12 +207,12 @@ class MetricsLink:
 
         from streams import topics as T
         from streams.client import topic_partitions
+        from streams.lifecycle import running
 
         s = self.settings
         consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
                                     fetch_max_wait_ms=200, **s.kafka_common())
-        await consumer.start()
-        try:
+        async with running(consumer):
             ops = set(await topic_partitions(consumer, s.topic(T.OPS)))
             metrics = await topic_partitions(consumer, s.topic(T.METRICS))
             consumer.assign([*metrics, *ops])
@@ -226,8 +226,6 @@ class MetricsLink:
                 for tp, records in batch.items():
                     for record in records:
                         self._observe(record.value, ops=tp in ops)
-        finally:
-            await consumer.stop()
 
     def _observe(self, value: bytes | None, ops: bool = False) -> None:
         from devline.errors import DecodeError

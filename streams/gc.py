@@ -31,12 +31,13 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from devline.errors import DevlineError
+from devline.errors import BrokerUnavailable, DevlineError
 from devline.settings import Settings
 from streams import topics as T
 from streams.artifacts import Stored
 from streams.edge.integrating import durations_ref
 from streams.emit import REF_SCHEME, ref_headers
+from streams.lifecycle import running
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 READ_TIMEOUT_S = 300.0     # a changelog not read to its end by then stops the run
@@ -284,16 +285,17 @@ async def read_to_end(settings: Settings, topic: str, on_record: Callable[[Recor
                       timeout_s: float = READ_TIMEOUT_S) -> int:
     """Feed every record of `topic` (full name) up to the end offsets seen at the start,
     partition by partition in offset order; GcError when the topic is missing or not read
-    to its end within `timeout_s`. Returns the records read."""
+    to its end within `timeout_s`, BrokerUnavailable when no broker answers. Returns the
+    records read."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 max_partition_fetch_bytes=settings.max_message_bytes,
                                 fetch_max_wait_ms=100, **settings.kafka_common())
-    try:
-        await consumer.start()
-    except Exception as exc:
-        raise GcError(f"no Kafka broker at {settings.bootstrap} ({exc}): cannot read "
-                      f"{topic}; nothing deleted") from exc
-    try:
+
+    def unreachable(exc: Exception) -> BrokerUnavailable:  # the CLI probes and says why
+        return BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: cannot read "
+                                 f"{topic}; nothing deleted")
+
+    async with running(consumer, failed=unreachable):
         parts = consumer.partitions_for_topic(topic)
         if not parts:
             await consumer._client.force_metadata_update()
@@ -323,8 +325,6 @@ async def read_to_end(settings: Settings, topic: str, on_record: Callable[[Recor
                     if r.offset < ends[tp]:
                         on_record(r)
                         seen += 1
-    finally:
-        await consumer.stop()
 
 
 async def mark(settings: Settings, timeout_s: float = READ_TIMEOUT_S) -> tuple[Live, int]:

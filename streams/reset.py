@@ -32,6 +32,7 @@ from typing import Any
 from devline.errors import DevlineError
 from devline.settings import Settings
 from streams import topics as T
+from streams.lifecycle import running
 
 GROUP = "devline-streams"
 DISPATCHER = "devline-dispatcher"
@@ -108,18 +109,14 @@ async def plan_reset(settings: Settings, *, to_earliest: bool, at_ms: int | None
         raise ResetRefused("give one of --to-earliest and --to-datetime")
     plan = ResetPlan(settings.topic_prefix, "earliest" if to_earliest else "datetime", at_ms)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await admin.start()
-    try:
+    async with running(admin):
         for name in (GROUP, DISPATCHER):
             plan.members[settings.group(name)] = await _members(admin, settings.group(name))
         committed = await admin.list_consumer_group_offsets(settings.group(GROUP))
         existing = set(await admin.list_topics())
-    finally:
-        await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
                                 **settings.kafka_common())
-    await consumer.start()
-    try:
+    async with running(consumer):
         for name in INPUTS:
             topic = settings.topic(name)
             parts = sorted(consumer.partitions_for_topic(topic) or []) if topic in existing \
@@ -142,8 +139,6 @@ async def plan_reset(settings: Settings, *, to_earliest: bool, at_ms: int | None
             plan.current[topic] = {
                 tp.partition: (committed[tp].offset if tp in committed else None)
                 for tp in tps}
-    finally:
-        await consumer.stop()
     if to_earliest:
         plan.clear = [settings.topic(t) for t in CLEARED if settings.topic(t) in existing]
         plan.dirs = [settings.data_dir / (settings.topic_prefix or "default") / "faust"]
@@ -166,8 +161,7 @@ async def apply_reset(settings: Settings, plan: ResetPlan) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await admin.start()
-    try:
+    async with running(admin):
         for group in plan.members:
             plan.members[group] = await _members(admin, group)
         why = refusal(plan)
@@ -176,8 +170,6 @@ async def apply_reset(settings: Settings, plan: ResetPlan) -> None:
         if plan.clear:
             await admin.delete_topics(plan.clear)
             await _gone(admin, plan.clear)
-    finally:
-        await admin.close()
     if plan.clear:
         specs = tuple(s for s in T.CATALOGUE if settings.topic(s.name) in plan.clear)
         await _create_again(settings, specs)
@@ -219,9 +211,6 @@ async def _commit(settings: Settings, group: str, offsets: dict[str, dict[int, i
         return
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, group_id=group,
                                 enable_auto_commit=False, **settings.kafka_common())
-    await consumer.start()
-    try:
+    async with running(consumer):
         consumer.assign(list(wanted))
         await consumer.commit(wanted)
-    finally:
-        await consumer.stop()

@@ -21,6 +21,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.emit import now_ms
+from streams.lifecycle import shut
 
 log = logging.getLogger("devline.worker")
 
@@ -47,7 +48,11 @@ class StalenessProbe:
             consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
                                         max_partition_fetch_bytes=s.max_message_bytes,
                                         fetch_max_wait_ms=50, **s.kafka_common())
-            await consumer.start()
+            try:
+                await consumer.start()
+            except Exception:
+                await shut(consumer)
+                raise
             self._consumer = consumer
         return self._consumer
 

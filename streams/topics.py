@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from devline.settings import Settings
+from streams.lifecycle import running
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,7 @@ async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATAL
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await admin.start()
-    try:
+    async with running(admin):
         existing = set(await admin.list_topics())
         wanted = [
             NewTopic(
@@ -130,8 +130,6 @@ async def create_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATAL
                 result[topic.name] = "created"
                 log.info("created topic %s (%d partitions)", topic.name, topic.num_partitions)
         return result
-    finally:
-        await admin.close()
 
 
 async def wait_for_topics(settings: Settings, within: float = 60.0,
@@ -148,8 +146,7 @@ async def wait_for_topics(settings: Settings, within: float = 60.0,
     names = [settings.topic(spec.name) for spec in specs]
     deadline = time.monotonic() + within
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await admin.start()
-    try:
+    async with running(admin):
         while True:
             found = await admin.describe_topics(names)
             missing = [d["topic"] for d in found if d.get("error_code") != 0 or any(
@@ -161,8 +158,6 @@ async def wait_for_topics(settings: Settings, within: float = 60.0,
                                         f"{', '.join(missing[:5])} (run `devline topics "
                                         "create`)")
             await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
 
 
 async def describe_topics(settings: Settings) -> list[dict[str, object]]:
@@ -170,8 +165,7 @@ async def describe_topics(settings: Settings) -> list[dict[str, object]]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await admin.start()
-    try:
+    async with running(admin):
         names = [settings.topic(s.name) for s in CATALOGUE]
         # Ask for each topic by name: a fresh client's topic list can lag a creation.
         # A topic whose leader is still being elected (a busy broker, just after creation)
@@ -189,8 +183,6 @@ async def describe_topics(settings: Settings) -> list[dict[str, object]]:
             }
             for name, spec in zip(names, CATALOGUE, strict=True)
         ]
-    finally:
-        await admin.close()
 
 
 async def delete_prefixed_topics(settings: Settings) -> int:
@@ -203,11 +195,8 @@ async def delete_prefixed_topics(settings: Settings) -> int:
     if not settings.topic_prefix:
         raise ValueError("refusing to delete topics without a topic prefix")
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await admin.start()
-    try:
+    async with running(admin):
         ours = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
         if ours:
             await admin.delete_topics(ours)
         return len(ours)
-    finally:
-        await admin.close()

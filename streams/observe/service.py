@@ -33,6 +33,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.emit import headers_for
+from streams.lifecycle import running
 from streams.observe.projection import PlanProjection, WorkerView
 from streams.observe.prom import ObserveMetrics
 from streams.observe.rollouts import RolloutGauges, RolloutView
@@ -96,9 +97,7 @@ class ObserveService:
             bootstrap_servers=s.bootstrap, group_id=s.group(GROUP), enable_auto_commit=False,
             max_partition_fetch_bytes=s.max_message_bytes, fetch_max_wait_ms=200,
             metadata_max_age_ms=5_000, **s.kafka_common())
-        await self._producer.start()
-        try:
-            await self._consumer.start()
+        async with running(self._producer), running(self._consumer):
             try:
                 await self._position(await self._last_close_ms())
                 await self._loop()
@@ -106,9 +105,6 @@ class ObserveService:
                 with contextlib.suppress(Exception):
                     await self._flush()
                     await self._commit()
-                await self._consumer.stop()
-        finally:
-            await self._producer.stop()
 
     def stop(self) -> None:
         self._stop.set()
@@ -156,8 +152,7 @@ class ObserveService:
         reader = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
                                   max_partition_fetch_bytes=s.max_message_bytes,
                                   **s.kafka_common())
-        await reader.start()
-        try:
+        async with running(reader):
             tps = await topic_partitions(reader, s.topic(T.METRICS_WINDOWS))
             reader.assign(tps)
             ends = await reader.end_offsets(tps)
@@ -177,8 +172,6 @@ class ObserveService:
                     close = agg.window_end + grace.get(agg.window_size, 0)
                     newest = close if newest is None else max(newest, close)
             return newest
-        finally:
-            await reader.stop()
 
     # -- the loop -------------------------------------------------------------------------
     async def _loop(self) -> None:

@@ -10,6 +10,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.client import records
+from streams.lifecycle import running
 from streams.rollout.records import ACTION, to_event
 
 
@@ -21,12 +22,9 @@ async def rollouts_partition(settings: Settings, plan: str) -> int:
     from streams.client import topic_partitions
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **settings.kafka_common())
-    await consumer.start()
-    try:
+    async with running(consumer):
         parts = [tp.partition for tp in await topic_partitions(consumer,
                                                           settings.topic(T.ROLLOUTS))]
-    finally:
-        await consumer.stop()
     return int(DefaultPartitioner()(plan.encode(), parts, parts))
 
 

@@ -47,6 +47,7 @@ from schemas.codec import Codec
 from streams import topics as T
 from streams.client import reached, topic_partitions
 from streams.emit import dead_letter_headers, headers_for, stored_by_reference
+from streams.lifecycle import running
 from streams.rollout.config import RolloutConfig
 from streams.rollout.effects import Effects
 from streams.rollout.records import (
@@ -130,28 +131,20 @@ class RolloutStage:
                                group_id=s.group("devline-rollouts-ops"),
                                enable_auto_commit=False, auto_offset_reset="earliest",
                                fetch_max_wait_ms=50, **s.kafka_common())
-        await self.producer.start()
-        await rollouts.start()
-        try:
-            parts = await topic_partitions(rollouts, s.topic(T.ROLLOUTS))
-            rollouts.assign(parts)
-            for tp in parts:
-                self.bookmarks[tp] = await rollouts.committed(tp) or 0
-            await rollouts.seek_to_beginning(*parts)
-            ends = await rollouts.end_offsets(parts)
-            await events.start()
-            await ops.start()
+        async with running(self.producer), running(rollouts):
             try:
-                await self._loop(stop, rollouts, events, ends, ops)
+                parts = await topic_partitions(rollouts, s.topic(T.ROLLOUTS))
+                rollouts.assign(parts)
+                for tp in parts:
+                    self.bookmarks[tp] = await rollouts.committed(tp) or 0
+                await rollouts.seek_to_beginning(*parts)
+                ends = await rollouts.end_offsets(parts)
+                async with running(events), running(ops):
+                    await self._loop(stop, rollouts, events, ends, ops)
             finally:
-                await ops.stop()
-                await events.stop()
-        finally:
-            for task in list(self.tasks):
-                task.cancel()
-            await asyncio.gather(*self.tasks, return_exceptions=True)
-            await rollouts.stop()
-            await self.producer.stop()
+                for task in list(self.tasks):
+                    task.cancel()
+                await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def _loop(self, stop: asyncio.Event, rollouts: AIOKafkaConsumer,
                     events: AIOKafkaConsumer, ends: dict[TopicPartition, int],

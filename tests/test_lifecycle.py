@@ -1,0 +1,80 @@
+"""Kafka clients are stopped however their start, use or stop ends; no command leaves an
+unclosed client behind when the broker is down."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devline.errors import BrokerUnavailable
+from streams.lifecycle import running, shut
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Client:
+    def __init__(self, fail_start: bool = False, fail_stop: bool = False,
+                 closes: bool = False) -> None:
+        self.fail_start, self.fail_stop = fail_start, fail_stop
+        self.calls: list[str] = []
+        if closes:  # an admin client closes instead of stopping
+            self.close = self._end
+        else:
+            self.stop = self._end
+
+    async def start(self) -> None:
+        self.calls.append("start")
+        if self.fail_start:
+            raise OSError("connection refused")
+
+    async def _end(self) -> None:
+        self.calls.append("end")
+        if self.fail_stop:
+            raise RuntimeError("stop failed")
+
+
+def test_a_client_is_stopped_after_the_body_and_after_a_failed_start() -> None:
+    async def scenario() -> None:
+        ok = Client()
+        async with running(ok) as client:
+            assert client is ok and ok.calls == ["start"]
+        assert ok.calls == ["start", "end"]
+
+        broken = Client(fail_start=True)
+        with pytest.raises(OSError):
+            async with running(broken):
+                raise AssertionError("the body must not run")
+        assert broken.calls == ["start", "end"]
+
+        translated = Client(fail_start=True, closes=True)
+        with pytest.raises(BrokerUnavailable, match="no broker") as info:
+            async with running(translated, failed=lambda e: BrokerUnavailable("no broker")):
+                pass
+        assert translated.calls == ["start", "end"]
+        assert isinstance(info.value.__cause__, OSError)
+
+        body_fails = Client(fail_stop=True)
+        with pytest.raises(ValueError):  # the body's error, not the stop's
+            async with running(body_fails):
+                raise ValueError("body")
+        assert body_fails.calls == ["start", "end"]
+        await shut(object())  # nothing to stop: nothing happens
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("command", [["gc", "--dry-run"], ["topics", "describe"],
+                                     ["reset", "--to-earliest", "--dry-run"]])
+def test_commands_leave_no_unclosed_client_when_no_broker_answers(command: list[str]) -> None:
+    env = {**os.environ, "DEVLINE_BOOTSTRAP": "127.0.0.1:1", "PYTHONWARNINGS": "default"}
+    done = subprocess.run([sys.executable, "-m", "devline", *command], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: no Kafka broker at 127.0.0.1:1 (connection refused). Is a broker running? "
+        "(scripts/kafka-local start, or set DEVLINE_BOOTSTRAP)"], done.stderr
