@@ -46,27 +46,38 @@ def keys_with_prefix(table: Table, prefix: str) -> list[str]:
 
 class TaskView(MutableMapping[str, Any]):
     """One plan's tasks inside the `tasks` table. Reads return copies; writes go through.
-    Remembers what it read and wrote, for `rewrite_own`."""
+    Remembers what it read and wrote, for `rewrite_own`.
+
+    A view lives for one event's fold and effects, while nothing else writes the plan's
+    tasks (the processor's `handling` lock), so a task read again before the view writes it
+    is the value read before: kept, not looked up and decoded again (an event read each
+    of its tasks 2-3 times: fold, effects, board post)."""
 
     def __init__(self, table: Table, plan_id: str) -> None:
         self._table = table
         self._prefix = f"{plan_id}/"
         self._read: dict[str, Any] = {}
         self._written: set[str] = set()
+        self._fresh: dict[str, Any] = {}  # read, and not written since: the table's value
 
     def __getitem__(self, task_id: str) -> Any:
-        value = self._table.get(self._prefix + task_id)
+        value = self._fresh.get(task_id)
         if value is None:
-            raise KeyError(task_id)
+            value = self._table.get(self._prefix + task_id)
+            if value is None:
+                raise KeyError(task_id)
+            self._fresh[task_id] = value
         self._read[task_id] = value
         return dict(value)
 
     def __setitem__(self, task_id: str, value: Any) -> None:
         self._written.add(task_id)
+        self._fresh.pop(task_id, None)  # the table's copy, not the caller's object
         self._table[self._prefix + task_id] = value
 
     def __delitem__(self, task_id: str) -> None:
         self._written.add(task_id)
+        self._fresh.pop(task_id, None)
         del self._table[self._prefix + task_id]
 
     def __iter__(self) -> Iterator[str]:
