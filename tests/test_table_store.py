@@ -114,6 +114,33 @@ def test_a_first_delivery_writes_each_record_once() -> None:
     assert view.rewrite_own(5) == 0  # it wrote a itself; b was read at seq 1
 
 
+class Counting(dict[str, Any]):
+    """A table that counts the reads that reach it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def get(self, key: str, default: Any = None, /) -> Any:
+        self.reads += 1
+        return super().get(key, default)
+
+
+def test_a_view_reads_a_task_from_the_table_once_until_it_writes_it() -> None:
+    tasks = Counting()
+    dict.__setitem__(tasks, "p/a", {"status": "ready", "spec": {"path": "a.py"}})
+    view = TaskView(tasks, "p")
+    first, second = view["a"], view.get("a")
+    assert tasks.reads == 1 and first == second
+    first["status"] = "changed"  # a copy: the next reader sees what the table holds
+    assert view["a"]["status"] == "ready"
+    view["a"] = {**first, "status": "dispatched"}
+    first["status"] = "changed after the write"  # the caller's object is not the table's
+    assert view["a"]["status"] == "dispatched" and tasks.reads == 2
+    del view["a"]
+    assert view.get("a") is None and tasks.reads == 3
+
+
 # -- one plan's tasks, listed without the others -------------------------------------------
 @dataclass
 class Message:
