@@ -93,6 +93,10 @@ class Settings(BaseModel):
         30 * 86400.0, gt=0, description="Seconds a result-cache entry stays in the `cache` "
         "table after it was written or last hit; then it is deleted (a tombstone in the "
         "changelog) and `devline gc` deletes its ref in the artifact store")
+    observe_snapshot_s: float = Field(
+        30.0, ge=0, description="Seconds between snapshots of the read side's state (`devline "
+        "observe`/`ui`) in the artifact store; a start restores the newest and reads on "
+        "from its offsets instead of folding devline.events from the beginning (0: never)")
     max_attempts: int = Field(3, ge=1, description="Attempts before a task is dead-lettered")
     processors: int = Field(
         1, ge=1, le=16, description="Stream processors `devline run` starts: they share the "

@@ -4,9 +4,9 @@ Mark: the digests the live state still needs, read from the compacted changelogs
 live tables (`plans`, `tasks`, `cache`, `submissions`: the latest value per partition and
 key, tombstones delete) and from the dead letters' `dlq-*-ref` headers. Refs are judged
 next: a ref lives while its cache entry does (or a live task names it), while it is a
-project's test-duration record, or while it is younger than the grace; a live ref's
-target lives too. Sweep: every object that is not live and is older than the grace is
-deleted. The grace covers what a worker stored and the processor has not folded yet; the
+project's test-duration record or the read side's snapshot, or while it is younger than
+the grace; a live ref's target lives too. Sweep: every object that is not live and is
+older than the grace is deleted (old snapshots among them). The grace covers what a worker stored and the processor has not folded yet; the
 store renews an object's age when it is stored again (`artifacts.TOUCH_AFTER_S`).
 
 A ref deleted in a run keeps its target for that run: a cache lookup that read the ref
@@ -38,6 +38,7 @@ from streams.artifacts import Stored
 from streams.edge.integrating import durations_ref
 from streams.emit import REF_SCHEME, ref_headers
 from streams.lifecycle import running
+from streams.observe.snapshot import snapshot_ref
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 READ_TIMEOUT_S = 300.0     # a changelog not read to its end by then stops the run
@@ -49,8 +50,8 @@ MIN_GRACE_S = 2 * 3600.0   # the CLI's floor: twice the store's TOUCH_AFTER_S
 TASK_OUTPUT, BRIEF, FIX_BASE, FIX_VERSION, FAILED_VERSION = (
     "task output", "brief", "fix base", "fix history", "failed version")
 CACHE_ENTRY, OTHER_FIELD, DEAD_LETTER = "cache entry", "other table field", "dead letter"
-CACHE_REF, TASK_REF, DURATIONS_REF, YOUNG_REF = (
-    "cache ref", "ref of a live task", "test durations", "young ref")
+CACHE_REF, TASK_REF, DURATIONS_REF, YOUNG_REF, SNAPSHOT_REF = (
+    "cache ref", "ref of a live task", "test durations", "young ref", "read-side snapshot")
 DELETED_REF_TARGET = "target of a ref deleted in this run"
 
 
@@ -157,6 +158,7 @@ class Live:
     cache_keys: set[str] = field(default_factory=set)
     task_refs: set[str] = field(default_factory=set)
     projects: set[str] = field(default_factory=set)
+    snapshots: set[str] = field(default_factory=set)  # refs of the read side's snapshots
     records: Counter[str] = field(default_factory=Counter)  # live records per table
 
     def need(self, digest: str, why: str) -> None:
@@ -166,6 +168,7 @@ class Live:
         names = {durations_ref(p): DURATIONS_REF for p in self.projects}
         names.update({k: TASK_REF for k in self.task_refs})
         names.update({k: CACHE_REF for k in self.cache_keys})
+        names.update({k: SNAPSHOT_REF for k in self.snapshots})
         return names
 
 
@@ -343,6 +346,7 @@ async def mark(settings: Settings, timeout_s: float = READ_TIMEOUT_S) -> tuple[L
     live = marker.live()
     for digest in letters:
         live.need(digest, DEAD_LETTER)
+    live.snapshots.add(snapshot_ref(settings.topic_prefix))  # its target is kept with it
     return live, sum(counts)
 
 

@@ -36,6 +36,7 @@ from streams.gc import (
     looks_like_durations,
     sweep,
 )
+from streams.observe.snapshot import snapshot_ref
 from tests.test_artifacts_s3 import (  # noqa: F401 - fixtures
     admin,
     aws_env,
@@ -320,3 +321,16 @@ def test_a_hit_renews_its_entry_at_most_daily() -> None:
 def test_no_touch_outside_a_stream_event(tmp_path: Path) -> None:
     table, _ = rocks_table(tmp_path)
     assert not touch(table, h("k"), {"content_hash": h("a"), "size": 1}, 5)
+
+
+def test_the_read_sides_snapshot_stays_and_older_snapshots_go(aged: Aged) -> None:
+    store = cast(Any, aged.store)
+    old, new = put(aged, b"snapshot of yesterday"), put(aged, b"snapshot of now")
+    name = snapshot_ref("devline-test.")
+    asyncio.run(store.put_ref(name, new))  # the newest replaced the old one's ref
+    aged.age("ref", name, 3)
+    report = asyncio.run(sweep(store, Live(snapshots={name}), grace_s=GRACE_S,
+                               dry_run=False))
+    assert report.refs_kept == {"read-side snapshot": 1} and report.refs_deleted == 0
+    assert asyncio.run(store.get(new)) == b"snapshot of now"
+    assert asyncio.run(store.get(old)) is None

@@ -214,3 +214,52 @@ def test_a_restart_with_open_windows_writes_every_window_as_an_uninterrupted_run
     assert latest == expected  # every window, each exactly as one uninterrupted run
     assert all(v == expected[v["key"]] for v in written)  # no record ever differed
     assert len(written) > len(latest)  # the restart did re-emit windows it had written
+
+
+def quick_plan(name: str) -> dict[str, Any]:
+    plan = yaml.safe_load((ROOT / "examples" / "calc-plan.yaml").read_text())
+    plan["name"] = name
+    plan.setdefault("options", {})["integration"] = "off"
+    for f in plan["files"]:  # unique contents: the cache does not answer for the executor
+        f["content"] = f"# {name}\n" + (f.get("content") or "")
+    return plan
+
+
+def done_summary(base: str, plan_id: str) -> dict[str, Any] | None:
+    status, body = get(f"{base}/api/plans/{plan_id}")
+    summary = json.loads(body) if status == 200 else {}
+    return summary if summary.get("status") == "done" else None
+
+
+def test_a_restart_restores_the_snapshot_and_reads_on_from_its_offsets(
+        topics: Settings) -> None:
+    settings = topics
+    first, second = plan_record(quick_plan("before")), plan_record(quick_plan("after"))
+    with running_pipeline(settings, workers=2):
+        with observing(settings) as (service, base):
+            assert service.restored is None  # nothing written yet: folded from the beginning
+            asyncio.run(produce(settings, T.PLANS, "PlanSubmitted", first,
+                                key=str(first["plan_id"])))
+            before = until(lambda: done_summary(base, str(first["plan_id"])), 120,
+                           "first plan done")
+        # Stopped cleanly: the snapshot holds the first plan. The second runs meanwhile.
+        asyncio.run(produce(settings, T.PLANS, "PlanSubmitted", second,
+                            key=str(second["plan_id"])))
+        wait_for(settings, str(second["plan_id"]), {"PlanCompleted"}, timeout=120)
+        with observing(settings) as (service, base):
+            until(lambda: service.caught_up.is_set(), 60, "caught up")
+            restored = service.restored
+            again = json.loads(get(f"{base}/api/plans/{first['plan_id']}")[1])
+            status, body = get(f"{base}/api/plans/{second['plan_id']}")
+        fresh = settings.model_copy(update={"observe_snapshot_s": 0.0})
+        with observing(fresh) as (service, base):
+            until(lambda: service.caught_up.is_set(), 60, "caught up without a snapshot")
+            assert service.restored is None
+            folded = {pid: json.loads(get(f"{base}/api/plans/{pid}")[1])
+                      for pid in (first["plan_id"], second["plan_id"])}
+    assert restored is not None and first["plan_id"] in restored.plans
+    assert second["plan_id"] not in restored.plans  # read after the snapshot's offsets
+    assert sum(restored.offsets[T.EVENTS].values()) > 0
+    assert before["status"] == "done" and again == before
+    assert status == 200 and json.loads(body)["status"] == "done"
+    assert folded == {first["plan_id"]: again, second["plan_id"]: json.loads(body)}

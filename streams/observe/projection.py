@@ -50,6 +50,7 @@ class PlanProjection:
 
     retention_ms: int
     plans: dict[str, F.PlanState] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)  # plans changed since the last snapshot
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def apply(self, event_type: str, event: dict[str, Any], seq: int) -> Delta | None:
@@ -59,6 +60,7 @@ class PlanProjection:
             return None
         if event_type == "PlanRetired":
             gone = self.plans.pop(str(pid), None)
+            self.dirty.discard(str(pid))
             return Delta(str(pid), event_type, None, None, "retired", seq) if gone else None
         state = self.plans.get(str(pid))
         if state is None:
@@ -66,8 +68,10 @@ class PlanProjection:
                 return None  # evicted (or never accepted): nothing to fold it into
             state = self.plans[str(pid)] = F.PlanState()
         F.apply(state, event_type, event, seq)
+        self.dirty.add(str(pid))
         if not state.header:
             self.plans.pop(str(pid), None)
+            self.dirty.discard(str(pid))
             return None
         tid = event.get("task_id")
         task = state.task(str(tid)) if tid else None
@@ -95,6 +99,7 @@ class PlanProjection:
                 and now_ms - int(st.header["completed_at"]) >= self.retention_ms]
         for pid in gone:
             del self.plans[pid]
+            self.dirty.discard(pid)
         return gone
 
     def task_states(self) -> dict[str, int]:

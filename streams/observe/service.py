@@ -5,7 +5,9 @@ One consumer, assigned every partition of `devline.events`, `devline.metrics` an
 `devline-observe` group, where it commits what it read for `kafka-consumer-groups` to
 show; nothing of the pipeline reads that group. Where it starts:
 
-- `devline.events` from the beginning: the projection lives in memory and is the fold of
+- `devline.events` and `devline.rollouts` from the newest snapshot's offsets, with its
+  state restored (`observe.snapshot`; one is written every `observe_snapshot_s` and on a
+  clean stop), else from the beginning: the projections live in memory and are the fold of
   the log (finished plans are dropped as the read goes, so memory is the live plans).
 - `devline.metrics` from `windows.replay_from` by timestamp (`offsets_for_times`), or from
   the beginning with `from_beginning`; closed windows go to `devline.metrics.windows`.
@@ -37,6 +39,7 @@ from streams.lifecycle import running
 from streams.observe.projection import PlanProjection, WorkerView
 from streams.observe.prom import ObserveMetrics
 from streams.observe.rollouts import RolloutGauges, RolloutView
+from streams.observe.snapshot import Encoder, Offsets, Snapshot, load, restore, snapshot_ref
 from streams.observe.windows import WindowStage, from_avro, replay_from, to_avro
 
 log = logging.getLogger("devline.observe")
@@ -77,6 +80,11 @@ class ObserveService:
         self._unsent: list[Aggregate] = []
         self._started = time.monotonic()
         self._stop = asyncio.Event()
+        self.snapshot_s = settings.observe_snapshot_s
+        self.restored: Snapshot | None = None  # the snapshot this run started from
+        self._snapshot_at = 0.0
+        self._snapshot_offsets: Offsets | None = None
+        self._encoder = Encoder()
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -105,6 +113,8 @@ class ObserveService:
                 with contextlib.suppress(Exception):
                     await self._flush()
                     await self._commit()
+                if self.caught_up.is_set():
+                    await self._snapshot()
 
     def stop(self) -> None:
         self._stop.set()
@@ -118,8 +128,13 @@ class ObserveService:
         parts = {name: await topic_partitions(c, s.topic(name)) for name in INPUTS}
         c.assign([tp for tps in parts.values() for tp in tps])
         now = self.now_ms()
-        await c.seek_to_beginning(*parts[T.EVENTS])
-        await c.seek_to_beginning(*parts[T.ROLLOUTS])
+        folded = [*parts[T.EVENTS], *parts[T.ROLLOUTS]]
+        snap = await self._restore(folded)
+        if snap is None:
+            await c.seek_to_beginning(*folded)
+        else:
+            for tp in folded:
+                c.seek(tp, snap.offsets[self._name(tp)][tp.partition])
         if self.from_beginning:
             await c.seek_to_beginning(*parts[T.METRICS])
         else:
@@ -131,6 +146,65 @@ class ObserveService:
         log.info("observe: reading %d partitions; metrics from %s", len(self._ends),
                  "the beginning" if self.from_beginning else f"{now - self.windows.floor_ms}"
                  " ms back")
+
+    def _name(self, tp: TopicPartition) -> str:
+        return tp.topic[len(self.settings.topic_prefix):]
+
+    async def _restore(self, tps: list[TopicPartition]) -> Snapshot | None:
+        """Restore the newest snapshot whose offsets fit these partitions; None if none."""
+        c = self._consumer
+        assert c is not None
+        if self.snapshot_s <= 0:
+            return None
+        store = self.settings.artifact_store()
+        try:
+            digest = await store.get_ref(snapshot_ref(self.settings.topic_prefix))
+            data = await store.get(digest) if digest else None
+            if data is None:
+                return None
+            snap = load(data)
+        except Exception as exc:  # a snapshot is a shortcut: without it, fold it all
+            log.warning("observe: snapshot not restored (%s); reading from the beginning", exc)
+            return None
+        first = await c.beginning_offsets(tps)
+        last = await c.end_offsets(tps)
+        for tp in tps:
+            at = snap.offsets.get(self._name(tp), {}).get(tp.partition)
+            if at is None or not first[tp] <= at <= last[tp]:
+                log.warning("observe: snapshot of %s does not fit %s[%d] (offset %s, log "
+                            "%d..%d); reading from the beginning", time.strftime(
+                                "%Y-%m-%d %H:%M:%S", time.gmtime(snap.taken_at_ms / 1000)),
+                            tp.topic, tp.partition, at, first[tp], last[tp])
+                return None
+        restore(snap, self.plans, self.rollouts)
+        self.restored = snap
+        self._snapshot_offsets = snap.offsets
+        log.info("observe: restored the snapshot of %s (%d live plans); reading on from it",
+                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(snap.taken_at_ms / 1000)),
+                 len(snap.plans))
+        return snap
+
+    async def _snapshot(self) -> None:
+        """Write the projections and the offsets they include, if they moved on."""
+        c = self._consumer
+        if self.snapshot_s <= 0 or c is None:
+            return
+        try:
+            offsets: Offsets = {}
+            for tp in c.assignment():
+                name = self._name(tp)
+                if name in (T.EVENTS, T.ROLLOUTS):
+                    offsets.setdefault(name, {})[tp.partition] = await c.position(tp)
+            if offsets == self._snapshot_offsets:
+                return
+            data = self._encoder.dump(self.plans, self.rollouts, offsets, self.now_ms())
+            store = self.settings.artifact_store()
+            await store.put_ref(snapshot_ref(self.settings.topic_prefix), await store.put(data))
+            self._snapshot_offsets = offsets
+            log.debug("observe: snapshot of %d live plans written (%d bytes)",
+                      len(self.plans.plans), len(data))
+        except Exception as exc:  # the next one may succeed; a start without one folds all
+            log.warning("observe: snapshot not written: %s", exc)
 
     async def _seek_time(self, tps: list[TopicPartition], at_ms: int) -> None:
         c = self._consumer
@@ -201,6 +275,9 @@ class ObserveService:
                 if now - last_commit >= COMMIT_S:
                     last_commit = now
                     await self._commit()
+                if self.caught_up.is_set() and now - self._snapshot_at >= self.snapshot_s > 0:
+                    self._snapshot_at = now
+                    await self._snapshot()
         finally:
             stopping.cancel()
 
