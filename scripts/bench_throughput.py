@@ -40,6 +40,8 @@ from devline.settings import Settings
 from streams.client import started_consumer, topic_partitions
 from streams.topics import create_topics
 
+IDLE_S = 3.0  # seconds of idle CPU measured before the plan is submitted
+
 
 def plan(n: int, run: str) -> dict:
     # Unique content per run so the result cache cannot answer for the executor.
@@ -94,7 +96,10 @@ async def devline_rate(settings: Settings, n: int, workers: int, log: Path) -> d
     with running_pipeline(settings, workers, log) as proc:
         await asyncio.wait_for(wait_until_ready(settings, workers, settle=2.0), 120)
         events: list = []
+        idle_from, idle_began = cpu_by_role(proc.pid), time.monotonic()
+        await asyncio.sleep(IDLE_S)  # what the processes spend with nothing to do
         cpu_before = cpu_by_role(proc.pid)
+        idle_s = time.monotonic() - idle_began
         records_before = await records_by_topic(settings)
         began = time.monotonic()
         await asyncio.wait_for(run_plan(settings, plan(n, uuid.uuid4().hex[:6]), events, 60), 600)
@@ -103,6 +108,10 @@ async def devline_rate(settings: Settings, n: int, workers: int, log: Path) -> d
         records_after = await records_by_topic(settings)
     cpu_ms = {role: (cpu_after[role] - cpu_before.get(role, 0.0)) * 1000 / n
               for role in sorted(cpu_after)}
+    # Net of the idle rate over the run's wall time: a slower run (a busy machine) spends
+    # more on timers and polls, which is not work per task.
+    net_ms = {role: ms - (cpu_before.get(role, 0.0) - idle_from.get(role, 0.0)) / idle_s
+              * wall * 1000 / n for role, ms in cpu_ms.items()}
     per_task = {topic: (count - records_before.get(topic, 0)) / n
                 for topic, count in records_after.items()
                 if count > records_before.get(topic, 0)}
@@ -110,7 +119,7 @@ async def devline_rate(settings: Settings, n: int, workers: int, log: Path) -> d
     finished = [v["finished_at"] for _, k, v in events if k == "TaskCompleted"]
     span = (max(finished) - min(dispatched)) / 1000
     return {"tasks": len(finished), "seconds": span, "rate": len(finished) / span,
-            "wall_rate": n / wall, "cpu_ms": cpu_ms,
+            "wall_rate": n / wall, "cpu_ms": cpu_ms, "net_ms": net_ms,
             "records": per_task, **hops(events)}
 
 
@@ -213,6 +222,8 @@ def main() -> int:
           f"run {ours['run_ms']:.0f}, result -> next dispatch {ours['back_ms']:.0f}")
     print("CPU ms per task, submit -> PlanCompleted, by process role: " + ", ".join(
         f"{role} {ms:.2f}" for role, ms in ours["cpu_ms"].items()))
+    print(f"  the same net of each role's idle rate (measured {IDLE_S:.0f} s before): " +
+          ", ".join(f"{role} {ms:.2f}" for role, ms in ours["net_ms"].items()))
     print(f"records per task ({sum(ours['records'].values()):.2f} in all): " + ", ".join(
         f"{topic} {count:.2f}" for topic, count in ours["records"].items()))
     return 0
