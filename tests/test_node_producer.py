@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_registry import serving
 from samples import mock_registry
 
 from agents.planning import plan_record
@@ -95,16 +97,22 @@ def test_node_fingerprints_and_encoding_are_the_codecs(node_producer: Path,
     assert record["files"][1]["cost"] == 2.0
 
 
-def test_bad_input_and_a_registry_are_refused_with_the_reason(node_producer: Path,
+def test_bad_input_and_an_unreachable_registry_are_refused_with_the_reason(node_producer: Path,
                                                               tmp_path: Path) -> None:
     bad = node(node_producer, str(plan_file(tmp_path, "bad.json", {"files": [{"path": 3}]})),
                "--dry-run")
     assert bad.returncode == 1 and "does not match" in bad.stderr and "path" in bad.stderr
     usage = node(node_producer, "--timeout", "0", "x.json")
     assert usage.returncode == 1 and "--timeout must be a positive" in usage.stderr
+    # A registry that does not answer: one line naming it, exit 4, no password shown.
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     registry = node(node_producer, str(plan_file(tmp_path, "p.json", PLAN)),
-                    env={"DEVLINE_REGISTRY_URL": "http://registry:8081"})
-    assert registry.returncode == 1 and "registry clients cannot read" in registry.stderr
+                    env={"DEVLINE_REGISTRY_URL": f"http://reader:s3cret@127.0.0.1:{port}"})
+    assert registry.returncode == 4, registry.stderr
+    assert registry.stderr.strip() == \
+        f"error: schema registry at http://127.0.0.1:{port} unreachable: ECONNREFUSED"
 
 
 def test_a_plan_submitted_from_node_is_rejected_or_completed_and_written(
@@ -153,3 +161,28 @@ def wait_for_dead_letters(settings: Settings, count: int, within: float = 30.0) 
             return letters
         time.sleep(0.3)
     raise AssertionError(f"fewer than {count} dead letters within {within:g}s")
+
+
+def test_with_a_registry_node_writes_and_reads_confluent_framing(
+        node_producer: Path, topics: Settings, tmp_path: Path) -> None:
+    good = plan_file(tmp_path, "good.json", {**PLAN, "plan_id": "node-registry",
+                                             "project": "viaregistry"})
+    with serving(auth=("reader", "s3cret")) as (url, registry):
+        settings = topics.model_copy(update={"registry_url": url.replace(
+            "http://", "http://reader:s3cret@")})
+        env = {"DEVLINE_BOOTSTRAP": settings.bootstrap,
+               "DEVLINE_TOPIC_PREFIX": settings.topic_prefix,
+               "DEVLINE_REGISTRY_URL": str(settings.registry_url)}
+        with running_pipeline(settings, workers=1):
+            done = node(node_producer, str(good), "--timeout", "90", env=env)
+        sent = {r.key: r for r in raw_records(settings, T.PLANS)}
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "plan node-registry done: 2 files" in done.stdout
+    assert done.stdout.splitlines()[-1] == "files written"
+    assert (settings.workspace / "viaregistry" / "pkg" / "a.py").read_text() == "A = 1\n"
+    # Confluent framing (00 + schema id), the schema under its full name, answers read
+    # back by id: the pipeline's own records went through the registry too.
+    value = sent[b"node-registry"].value
+    assert value[0] == 0 and int.from_bytes(value[1:5], "big") in registry.ids.values()
+    assert ("POST", "/subjects/dev.devline.PlanSubmitted/versions") in registry.requests
+    assert any(m == "GET" and p.startswith("/schemas/ids/") for m, p in registry.requests)

@@ -11,6 +11,7 @@ const path = require('path');
 const { Kafka, Partitioners, logLevel } = require('kafkajs');
 const YAML = require('yaml');
 const { loadEventType, encodeSingleObject, singleObjectDecoder } = require('./wire');
+const { registryClient, encodeConfluent, confluentDecoder } = require('./registry');
 
 const DONE = 0;
 const REJECTED = 1; // also: invalid plan or arguments
@@ -26,7 +27,8 @@ plan_id) to devline and wait until it is done and its files are written.
 options:
   --timeout SECONDS  how long to wait for the plan to finish (default 120)
   --schemas DIR      devline's schemas/ folder (default: ../../schemas from this script)
-  --dry-run          print the encoded PlanSubmitted as hex and exit; no Kafka
+  --dry-run          print the PlanSubmitted as hex (single-object encoding) and exit;
+                     no Kafka, no registry
   -h, --help         show this help
 
 environment (the names devline itself reads):
@@ -36,8 +38,10 @@ environment (the names devline itself reads):
   DEVLINE_SASL_MECHANISM    PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
   DEVLINE_SASL_USERNAME, DEVLINE_SASL_PASSWORD   SASL credentials
   DEVLINE_SSL_CAFILE        CA bundle for SSL (default: Node's trust store)
-  DEVLINE_REGISTRY_URL      must be unset: this example writes single-object records,
-                            which the registry's own clients cannot read
+  DEVLINE_REGISTRY_URL      a Confluent-compatible schema registry (user:password@ in
+                            the URL for basic auth): records are written in Confluent's
+                            wire format, as devline writes them then; unset: Avro
+                            single-object encoding
 
 exit codes: 0 done, 1 invalid or rejected, 2 timed out, 3 stalled on a dead letter,
 4 any other error (e.g. no broker)`;
@@ -138,8 +142,9 @@ async function follow(kafka, prefix, planId, decode, start, within) {
         if (!message.key || message.key.toString() !== planId) return;
         let event;
         try {
-          event = decode(message.value);
+          event = await decode(message.value);
         } catch (err) {
+          if (err.message.startsWith('schema registry')) throw err; // retried by kafkajs
           return; // not an event this version knows: `devline tail` shows it
         }
         if (!event) return;
@@ -219,20 +224,14 @@ async function main(argv, env) {
     console.log(USAGE);
     return DONE;
   }
-  if (env.DEVLINE_REGISTRY_URL && !opts.dryRun) {
-    console.error('DEVLINE_REGISTRY_URL is set: devline and its readers use the Confluent wire '
-      + 'format here, and this example writes Avro single-object records, which registry '
-      + 'clients cannot read. Use a Confluent serializer (subject dev.devline.PlanSubmitted, '
-      + "RecordNameStrategy) instead; see devline's README, \"Wire format\".");
-    return REJECTED;
-  }
   const load = (name) => loadEventType(opts.schemas, name);
   let value;
   let record;
+  let submitted;
   try {
-    const submitted = load('plan_submitted.avsc');
+    submitted = load('plan_submitted.avsc');
     record = planRecord(YAML.parse(fs.readFileSync(opts.plan, 'utf8')));
-    value = encodeSingleObject(submitted, record);
+    value = encodeSingleObject(submitted, record); // also checks the record against the schema
   } catch (err) {
     console.error(`invalid plan ${opts.plan}: ${err.message}`);
     return REJECTED;
@@ -241,8 +240,18 @@ async function main(argv, env) {
     console.log(value.toString('hex'));
     return DONE;
   }
-  const decode = singleObjectDecoder(['plan_accepted.avsc', 'plan_rejected.avsc',
-    'task_completed.avsc', 'task_dead_lettered.avsc', 'plan_completed.avsc'].map(load));
+  const answers = ['plan_accepted.avsc', 'plan_rejected.avsc', 'task_completed.avsc',
+    'task_dead_lettered.avsc', 'plan_completed.avsc'].map(load);
+  const single = singleObjectDecoder(answers);
+  let decode = async (buf) => single(buf);
+  if (env.DEVLINE_REGISTRY_URL) {
+    // devline writes Confluent-framed records when it has a registry: so does this, and it
+    // reads both framings (a process without the registry may have written some).
+    const registry = registryClient(env.DEVLINE_REGISTRY_URL);
+    value = encodeConfluent(submitted, await registry.register(submitted.type.name, submitted.text), record);
+    const framed = confluentDecoder(registry, answers);
+    decode = async (buf) => (buf && buf[0] === 0 ? framed(buf) : single(buf));
+  }
   const prefix = env.DEVLINE_TOPIC_PREFIX || '';
   const events = `${prefix}devline.events`;
   const kafka = new Kafka(kafkaConfig(env));

@@ -35,10 +35,12 @@ function crc64Avro(text) {
 /** An event type from devline's `schemas/` folder: its avsc type and fingerprint. */
 function loadEventType(schemaDir, fileName) {
   const file = path.join(schemaDir, fileName);
-  const type = avsc.Type.forSchema(JSON.parse(fs.readFileSync(file, 'utf8')));
+  const schema = JSON.parse(fs.readFileSync(file, 'utf8'));
+  const type = avsc.Type.forSchema(schema);
   // avsc's getSchema() without options is the Parsing Canonical Form.
   const canonical = JSON.stringify(type.getSchema());
-  return { type, canonical, fingerprint: crc64Avro(canonical) };
+  // The whole schema (defaults and docs too) is what a registry is given.
+  return { type, canonical, fingerprint: crc64Avro(canonical), text: JSON.stringify(schema) };
 }
 
 /** The single-object encoding of `record`; throws naming the first invalid field. */
