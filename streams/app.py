@@ -13,7 +13,7 @@ from schemas.codec import Codec
 from streams import topics as T
 from streams.consumer import FromStartTransport
 from streams.edge.ports import Ports
-from streams.edge.state import table_store
+from streams.edge.state import OneLookupTable, table_store
 from streams.emit import Emitter
 
 log = logging.getLogger("devline.streams")
@@ -85,6 +85,7 @@ class Pipeline:
             # Faust's producer keeps aiokafka's 1 MB default unless told.
             producer_max_request_size=settings.max_message_bytes,
             TableManager=EagerTableManager,
+            Table=OneLookupTable,
             # A consumer that joined before a new topic's metadata existed owns none of its
             # partitions until the next refresh: 5 s, not aiokafka's 5 minutes.
             consumer_metadata_max_age_ms=METADATA_AGE_MS,

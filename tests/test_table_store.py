@@ -23,6 +23,7 @@ from agents.scheduling import fold as F
 from devline.settings import Settings
 from streams.edge.state import (
     MemoryStore,
+    OneLookupTable,
     RocksStore,
     TaskView,
     _PlanIndexed,
@@ -230,6 +231,29 @@ def test_rocksdb_finds_a_key_from_any_partitions_event(tmp_path: Path) -> None:
     with handling(2):
         store["q/x"] = {"seq": 2}
     assert store.get("q/x") == {"seq": 2}  # outside any event (a timer)
+
+
+def test_a_table_read_is_one_store_lookup(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    app = faust.App("test-get", broker="kafka://127.0.0.1:1", datadir=str(tmp_path),
+                    store=table_store("rocksdb"), Table=OneLookupTable)
+    table = app.Table("tasks", default=None, partitions=2, key_type=str)
+    store: Any = table.data
+    store._actives = frozenset(range(2))
+    with handling(1):
+        table["p/a"] = {"seq": 1}
+    lookups = 0
+    get = store._get
+
+    def counting(key: bytes) -> Any:
+        nonlocal lookups
+        lookups += 1
+        return get(key)
+
+    monkeypatch.setattr(store, "_get", counting)
+    assert table.get("p/a") == {"seq": 1} and lookups == 1
+    assert table.get("p/b") is None and table.get("p/b", "none") == "none"
+    assert table["p/a"] == {"seq": 1}  # the rest of the mapping as Faust has it
 
 
 def test_rocksdb_keeps_data_and_changelog_offsets_across_a_restart(tmp_path: Path) -> None:
