@@ -52,7 +52,8 @@ def plan(n: int, run: str) -> dict:
 
 def cpu_by_role(session: int) -> dict[str, float]:
     """CPU seconds (user + system) of each process of a session, summed by its `devline`
-    role (processor, worker, sink, run, ...): read from /proc, Linux only."""
+    role (processor, worker, sink, run, ...), and of a broker running on this machine
+    (serving every client, this run's readers too): read from /proc, Linux only."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for proc in Path("/proc").iterdir():
@@ -64,10 +65,13 @@ def cpu_by_role(session: int) -> dict[str, float]:
         except OSError:  # gone meanwhile
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[3]) != session:  # field 6, the session id
-            continue
         args = [a.decode() for a in argv if a]
-        role = args[args.index("devline") + 1] if "devline" in args[:-1] else "other"
+        if "kafka.Kafka" in args:  # a local broker (scripts/kafka-local): every client's
+            role = "broker"
+        elif int(fields[3]) != session:  # field 6, the session id
+            continue
+        else:
+            role = args[args.index("devline") + 1] if "devline" in args[:-1] else "other"
         if "--standby" in args:
             role += " (spare)"
         out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
