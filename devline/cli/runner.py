@@ -113,6 +113,10 @@ def processor(
     # Topics are checked before standing by: once they exist they stay, and a promotion
     # should cost nothing but joining the group.
     run_async(wait_for_topics(settings))
+    if settings.table_store == "rocksdb":  # stores from other changelogs: deleted, rebuilt
+        from streams.stateguard import check
+
+        run_async(check(settings))
     if standby and not sys.stdin.readline():
         raise typer.Exit(0)  # stdin closed: the supervisor is gone, nothing to stand in for
     worker = faust.Worker(pipeline.app, loglevel=settings.log_level.lower(), quiet=True,
