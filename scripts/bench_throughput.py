@@ -40,6 +40,7 @@ from devline.settings import Settings
 from streams.client import started_consumer, topic_partitions
 from streams.topics import create_topics
 
+OFFSETS_TOPIC = "__consumer_offsets"
 IDLE_S = 3.0  # seconds of idle CPU measured before the plan is submitted
 
 
@@ -80,12 +81,13 @@ def cpu_by_role(session: int) -> dict[str, float]:
 
 async def records_by_topic(settings: Settings) -> dict[str, int]:
     """Records in each topic under the run's prefix (end offsets summed over partitions;
-    the prefix and Faust's group name left off the topic names)."""
+    the prefix and Faust's group name left off the topic names), and offset commits (of
+    every group on the broker: another client's commits count too)."""
     consumer = await started_consumer(settings)
     try:
         out = {}
-        for topic in sorted(t for t in await consumer.topics()
-                            if t.startswith(settings.topic_prefix)):
+        for topic in sorted({OFFSETS_TOPIC, *(t for t in await consumer.topics()
+                                              if t.startswith(settings.topic_prefix))}):
             parts = await topic_partitions(consumer, topic)
             ends = await consumer.end_offsets(parts)
             name = topic.removeprefix(settings.topic_prefix).removeprefix("devline-streams-")
