@@ -54,13 +54,21 @@ class Materializer:
         self.written = 0
         self.unchanged = 0
 
-    async def content_of(self, ev: dict[str, Any]) -> bytes | None:
-        if ev.get("content") is not None:
-            inline: bytes = ev["content"].encode("utf-8")
-            if hashlib.sha256(inline).hexdigest() == ev["content_hash"]:
-                return inline
-            log.error("%s/%s: inline content does not match its hash; using the store",
-                      ev["plan_id"], ev["path"])
+    @staticmethod
+    def inline_content(ev: dict[str, Any]) -> bytes | None:
+        """The content the event carries, if it has its hash."""
+        if ev.get("content") is None:
+            return None
+        inline: bytes = ev["content"].encode("utf-8")
+        if hashlib.sha256(inline).hexdigest() == ev["content_hash"]:
+            return inline
+        log.error("%s/%s: inline content does not match its hash; using the store",
+                  ev["plan_id"], ev["path"])
+        return None
+
+    async def stored_content(self, ev: dict[str, Any]) -> bytes | None:
+        """The content from the store by its hash (waiting a while: a cached completion's
+        artifact may still be on its way)."""
         waited = 0.0
         while True:
             data: bytes | None = await self.store.get(ev["content_hash"])
@@ -76,17 +84,34 @@ class Materializer:
             log.warning("%s/%s: TaskCompleted without a project (written before the sink "
                         "existed); not materialised", ev["plan_id"], ev["path"])
             return None
-        target = target_path(self.workspace, project, ev["path"])  # WorkspaceError: invalid
-        if await asyncio.to_thread(file_hash, target) == ev["content_hash"]:
+        # One thread hop for a file whose content is in the event (most are): the path
+        # resolved (WorkspaceError: it escapes), the file left alone or written.
+        target, wrote = await asyncio.to_thread(self._place, project, ev["path"],
+                                                ev["content_hash"], self.inline_content(ev))
+        if wrote is None:  # not there, and the event does not carry it: from the store
+            data = await self.stored_content(ev)
+            if data is None:
+                raise MissingArtifact(f"artifact {ev['content_hash'][:12]} of {project}/"
+                                      f"{ev['path']} is not in the artifact store")
+            await asyncio.to_thread(write_atomically, target, data)
+            wrote = True
+        if wrote:
+            self.written += 1
+        else:
             self.unchanged += 1
-            return target
-        data = await self.content_of(ev)
-        if data is None:
-            raise MissingArtifact(f"artifact {ev['content_hash'][:12]} of {project}/"
-                                  f"{ev['path']} is not in the artifact store")
-        await asyncio.to_thread(write_atomically, target, data)
-        self.written += 1
         return target
+
+    def _place(self, project: str, path: str, digest: str, content: bytes | None
+               ) -> tuple[Path, bool | None]:
+        """(target, whether written): False if it already has the content, None if it does
+        not and the content is not at hand."""
+        target = target_path(self.workspace, project, path)
+        if file_hash(target) == digest:
+            return target, False
+        if content is None:
+            return target, None
+        write_atomically(target, content)
+        return target, True
 
 
 class FileSink:

@@ -11,6 +11,7 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError
 
 from agents.scheduling.stale import stale_reason
+from devline.errors import WorkspaceError
 from streams import topics as T
 from streams.edge.fake import Crash, CrashPlan
 from streams.edge.persist import BUG_TRIES, Unexpected, persist
@@ -248,6 +249,39 @@ def test_the_sink_writes_each_file_once_and_leaves_equal_files_alone(tmp_path: P
     sink = asyncio.run(go())
     assert (tmp_path / "proj" / "pkg" / "x.py").read_bytes() == b"X = 1\n"
     assert (sink.written, sink.unchanged) == (1, 2)
+
+
+def test_the_sink_writes_a_file_the_event_carries_in_one_thread_hop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.artifacts import sha256
+    from streams.edge.fake import CrashPlan, FakeStore
+
+    hops = 0
+    to_thread = asyncio.to_thread
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await to_thread(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+
+    async def go() -> Materializer:
+        sink = Materializer(tmp_path, FakeStore(CrashPlan()))  # an empty store
+        content = "X = 1\n"
+        ev = {"plan_id": "p", "project": "proj", "path": "pkg/x.py", "content": content,
+              "content_hash": sha256(content.encode())}
+        for _ in range(2):  # redelivered once
+            await sink.materialize(ev)
+        assert hops == 2
+        with pytest.raises(WorkspaceError):
+            await sink.materialize({**ev, "path": "../../outside.py"})
+        return sink
+
+    sink = asyncio.run(go())
+    assert (tmp_path / "proj" / "pkg" / "x.py").read_bytes() == b"X = 1\n"
+    assert (sink.written, sink.unchanged) == (1, 1)
+    assert not (tmp_path.parent / "outside.py").exists()
 
 
 def test_every_command_kind_has_a_handler() -> None:
