@@ -38,6 +38,7 @@ from devline.settings import Settings
 log = logging.getLogger("devline.supervisor")
 
 STOP_MARGIN_S = 15.0  # beyond a worker's grace: commit, leave the group, close clients
+OTHERS_GRACE_S = 30.0  # for every other child to stop after SIGTERM (1-3 s with a broker)
 SPARE_DELAY_S = 2.0  # a processor's spare is started this long after the processor
 
 
@@ -257,6 +258,9 @@ class Supervisor:
             if child.running and not child.draining:
                 self.drain(child)
         await asyncio.gather(*(self.wait_or_kill(c) for c in self.workers))
+        # The others (processor, sink, testers, read side, rollout stage) stop together:
+        # one after another, each waiting out its grace with the broker gone, took minutes.
+        stopping = []
         for child in self.children:
             if child.spare is not None and child.spare.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -265,8 +269,9 @@ class Supervisor:
                 assert child.proc is not None
                 with contextlib.suppress(ProcessLookupError):
                     child.proc.send_signal(signal.SIGTERM)
-                child.drain_deadline = self.clock() + 60.0
-                await self.wait_or_kill(child)
+                child.drain_deadline = self.clock() + OTHERS_GRACE_S
+                stopping.append(child)
+        await asyncio.gather(*(self.wait_or_kill(c) for c in stopping))
 
     async def wait_or_kill(self, child: Child) -> None:
         if child.proc is None:

@@ -277,3 +277,27 @@ def test_an_acted_ops_scale_sets_the_pool_for_its_hold_then_the_autoscaler_resum
         assert (await sup.scale()).desired == 6
 
     asyncio.run(go())
+
+
+def test_shutdown_stops_the_other_children_together_and_kills_the_stuck_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import devline.supervisor as S
+
+    monkeypatch.setattr(S, "OTHERS_GRACE_S", 0.5)
+
+    async def go() -> float:
+        sup = FakeSupervisor(settings(worker_grace=0.0))
+        others = [Child(role, 0) for role in ("processor", "sink", "tester", "observe")]
+        for child in others:
+            sup.children.append(child)
+            await sup.spawn(child)
+        began = time.monotonic()
+        await sup.shutdown()  # none of them exits on SIGTERM: every one is killed
+        for child in others:
+            assert sup.fake(child).signals == [signal.SIGTERM, signal.SIGKILL]
+        return time.monotonic() - began
+
+    elapsed = asyncio.run(go())
+    assert elapsed < 1.5  # one grace for all four (0.5 s), not four in a row (2 s)
