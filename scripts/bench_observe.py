@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_restart import produce_history  # noqa: E402
+from localbroker import BrokerError, broker  # noqa: E402
 
 from devline.settings import Settings  # noqa: E402
 from streams.observe.service import ObserveService  # noqa: E402
@@ -111,19 +110,13 @@ def main() -> int:
     parser.add_argument("--bootstrap", default=None, help="use this broker instead")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a start may take")
     args = parser.parse_args()
-    env = {**os.environ, "DEVLINE_KAFKA_PORT": str(args.port)}
-    kafka = [str(ROOT / "scripts" / "kafka-local")]
-    if args.bootstrap is None:
-        up = subprocess.run([*kafka, "start"], env=env, capture_output=True, text=True)
-        if up.returncode != 0:
-            print(up.stderr, file=sys.stderr)
-            return 1
     try:
-        with tempfile.TemporaryDirectory(prefix="devline-observe-") as data:
-            asyncio.run(run(args, args.bootstrap or f"127.0.0.1:{args.port}", Path(data)))
-    finally:
-        if args.bootstrap is None:
-            subprocess.run([*kafka, "stop"], env=env, capture_output=True)
+        with broker(args.port, args.bootstrap) as bootstrap, \
+                tempfile.TemporaryDirectory(prefix="devline-observe-") as data:
+            asyncio.run(run(args, bootstrap, Path(data)))
+    except BrokerError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     return 0
 
 

@@ -49,9 +49,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
+from localbroker import BrokerError, broker  # noqa: E402
 
 from agents.planning import accept, plan_record  # noqa: E402
 from devline.settings import Settings  # noqa: E402
@@ -514,20 +516,14 @@ def main() -> int:
                         help="measure over the history an earlier run left under this topic "
                         "prefix on the same broker (skips logging and folding it)")
     args = parser.parse_args()
-    env = {**os.environ, "DEVLINE_KAFKA_PORT": str(args.port)}
-    kafka = [str(ROOT / "scripts" / "kafka-local")]
-    if args.bootstrap is None:
-        up = subprocess.run([*kafka, "start"], env=env, capture_output=True, text=True)
-        if up.returncode != 0:
-            print(up.stderr, file=sys.stderr)
-            return 1
     work = Path(tempfile.mkdtemp(prefix="devline-restart-"))
     print(f"work dir {work}", flush=True)
     try:
-        results = asyncio.run(run(args, args.bootstrap or f"127.0.0.1:{args.port}", work))
-    finally:
-        if args.bootstrap is None and not args.keep:
-            subprocess.run([*kafka, "stop"], env=env, capture_output=True)
+        with broker(args.port, args.bootstrap, keep=args.keep) as bootstrap:
+            results = asyncio.run(run(args, bootstrap, work))
+    except BrokerError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     print(table(results, args))
     for f in results:
         if f.changelog_records >= 0 and f.notes:

@@ -31,6 +31,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from localbroker import BrokerError, broker  # noqa: E402
 
 from agents.planning import accept, plan_record  # noqa: E402
 from agents.planning.briefs import with_briefs  # noqa: E402
@@ -203,19 +206,12 @@ def main() -> int:
     parser.add_argument("--bootstrap", default=None, help="use this broker instead")
     parser.add_argument("--timeout", type=float, default=3600)
     args = parser.parse_args()
-    env = {**os.environ, "DEVLINE_KAFKA_PORT": str(args.port)}
-    kafka = [str(ROOT / "scripts" / "kafka-local")]
-    if args.bootstrap is None:
-        up = subprocess.run([*kafka, "start"], env=env, capture_output=True, text=True)
-        if up.returncode != 0:
-            print(up.stderr, file=sys.stderr)
-            return 1
     try:
-        work = Path(tempfile.mkdtemp(prefix="devline-bigplan-"))
-        result = run_plan(args, args.bootstrap or f"127.0.0.1:{args.port}", work)
-    finally:
-        if args.bootstrap is None:
-            subprocess.run([*kafka, "stop"], env=env, capture_output=True)
+        with broker(args.port, args.bootstrap) as bootstrap:
+            result = run_plan(args, bootstrap, Path(tempfile.mkdtemp(prefix="devline-bigplan-")))
+    except BrokerError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     for k, v in result.items():
         print(f"  {k:26} {round(v, 2) if isinstance(v, float) else v}")
     print(json.dumps(result))
