@@ -126,23 +126,30 @@ class ObserveService:
         c, s = self._consumer, self.settings
         assert c is not None
         parts = {name: await topic_partitions(c, s.topic(name)) for name in INPUTS}
-        c.assign([tp for tps in parts.values() for tp in tps])
+        everything = [tp for tps in parts.values() for tp in tps]
+        c.assign(everything)
         now = self.now_ms()
         folded = [*parts[T.EVENTS], *parts[T.ROLLOUTS]]
+        # Where each partition starts (None: at its end). Every offset is looked up first
+        # and set last: a partition with a position starts fetching, and each request
+        # after that waits behind the fetch's long poll on the connection (0.2 s each).
+        starts: dict[TopicPartition, int | None] = {}
         snap = await self._restore(folded)
-        if snap is None:
-            await c.seek_to_beginning(*folded)
-        else:
-            for tp in folded:
-                c.seek(tp, snap.offsets[self._name(tp)][tp.partition])
+        if snap is not None:
+            starts.update({tp: snap.offsets[self._name(tp)][tp.partition] for tp in folded})
+        beginning = folded if snap is None else []
         if self.from_beginning:
-            await c.seek_to_beginning(*parts[T.METRICS])
+            beginning = [*beginning, *parts[T.METRICS]]
         else:
             since = replay_from(now, self.specs, last_close_ms)
             self.windows.floor_ms = since
-            await self._seek_time(parts[T.METRICS], since)
-        await self._seek_time(parts[T.WORKERS], now - HEARTBEAT_LOOKBACK_MS)
-        self._ends = await c.end_offsets([tp for tps in parts.values() for tp in tps])
+            starts.update(await self._offsets_at(parts[T.METRICS], since))
+        starts.update(await self._offsets_at(parts[T.WORKERS], now - HEARTBEAT_LOOKBACK_MS))
+        if beginning:
+            starts.update(await c.beginning_offsets(beginning))
+        self._ends = await c.end_offsets(everything)
+        for tp, offset in starts.items():
+            c.seek(tp, self._ends[tp] if offset is None else offset)
         log.info("observe: reading %d partitions; metrics from %s", len(self._ends),
                  "the beginning" if self.from_beginning else f"{now - self.windows.floor_ms}"
                  " ms back")
@@ -206,16 +213,14 @@ class ObserveService:
         except Exception as exc:  # the next one may succeed; a start without one folds all
             log.warning("observe: snapshot not written: %s", exc)
 
-    async def _seek_time(self, tps: list[TopicPartition], at_ms: int) -> None:
+    async def _offsets_at(self, tps: list[TopicPartition], at_ms: int
+                          ) -> dict[TopicPartition, int | None]:
+        """The first offset at or after `at_ms` per partition; None where nothing is as
+        recent (only what comes next is read there)."""
         c = self._consumer
         assert c is not None
         found = await c.offsets_for_times({tp: max(at_ms, 0) for tp in tps})
-        for tp in tps:
-            hit = found.get(tp)
-            if hit is None:
-                await c.seek_to_end(tp)  # nothing as recent: only what comes next
-            else:
-                c.seek(tp, hit.offset)
+        return {tp: (hit.offset if (hit := found.get(tp)) is not None else None) for tp in tps}
 
     async def _last_close_ms(self) -> int | None:
         """The close time of the newest window already on the windows topic (its last
