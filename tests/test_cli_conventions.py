@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ def test_every_option_is_described_and_no_flag_shows_a_bool_metavar(path: tuple[
     assert result.exit_code == 0, result.output
     assert "<bool>" not in result.output
     assert "Usage: devline" in result.output
+    # Placeholders say what a value is (N, SECONDS, HOST:PORT), not its Python type.
+    typed = re.findall(r"<(?:str|int|int range|float|float range|path|file)>", result.output)
+    assert typed == [], f"type placeholders in `devline {' '.join(path)} --help`"
 
 
 def test_env_var_names_match_the_settings_model() -> None:
@@ -290,3 +294,15 @@ def test_the_store_line_per_opened_partition_is_a_debug_line() -> None:
         assert noise.filter(ours) is True and ours.levelname == "INFO"
     finally:
         root.setLevel(level)
+
+
+@pytest.mark.parametrize(("args", "shown"), [
+    ([], "--bootstrap HOST:PORT"), (["tail"], "--count N"), (["tail"], "--idle SECONDS"),
+    (["run"], "--workspace DIR"), (["run"], "--scale-target NUMBER"),
+    (["demo"], "--plan FILE"), (["observe"], "--tls-cert FILE"),
+    (["replay"], "--to SEQ"), (["tail"], "--format <json|pretty|raw>"),
+])
+def test_placeholders_say_what_a_value_is(args: list[str], shown: str) -> None:
+    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "120"},
+                                prog_name="devline")
+    assert shown in result.output

@@ -18,6 +18,7 @@ import typer
 from rich.markup import escape
 
 from devline.cli.common import env_help, err, out, run_async, settings_of, setup_logging
+from devline.cli.metavars import ConventionalGroup
 from devline.envvars import env_name
 
 if TYPE_CHECKING:
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 # rich.traceback, a third of `devline --help`'s start-up, to draw boxes around the text.
 root = typer.Typer(help="devline: drive a development plan through parallel workers over Kafka.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None,
-                  context_settings={"help_option_names": ["-h", "--help"]})
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  cls=ConventionalGroup)
 PROCESSES = {"run", "processor", "worker", "sink", "demo"}
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 topics_app = typer.Typer(help="Create and describe devline's topics.", no_args_is_help=True,
