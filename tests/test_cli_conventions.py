@@ -301,6 +301,8 @@ def test_the_store_line_per_opened_partition_is_a_debug_line() -> None:
     (["run"], "--workspace DIR"), (["run"], "--scale-target NUMBER"),
     (["demo"], "--plan FILE"), (["observe"], "--tls-cert FILE"),
     (["replay"], "--to SEQ"), (["tail"], "--format <json|pretty|raw>"),
+    (["submit"], "Usage: devline submit [OPTIONS] PLAN\n"),
+    (["analyze"], "Usage: devline analyze [OPTIONS] PATH\n"),
 ])
 def test_placeholders_say_what_a_value_is(args: list[str], shown: str) -> None:
     result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "120"},

@@ -50,12 +50,22 @@ def metavar(param: Any) -> str | None:
     return name.upper()
 
 
+def usage(param: Any) -> str:
+    """An argument in the usage line as POSIX tools write it: `PLAN`, `[PLAN]`, `PATH...`
+    (typer writes `{plan}` for a required one)."""
+    text = str(param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+    return text if param.required else f"[{text}]"
+
+
 def apply(command: Any) -> None:
-    """Give every option of `command` and its subcommands its placeholder."""
+    """Give every option of `command` and its subcommands its placeholder, and every
+    argument its usage."""
     for param in getattr(command, "params", []):
         found = metavar(param)
         if found is not None:
             param.metavar = found
+        elif param.param_type_name == "argument":
+            param.get_usage_pieces = lambda ctx, param=param: [usage(param)]
     for sub in (getattr(command, "commands", None) or {}).values():
         apply(sub)
 
