@@ -6,8 +6,9 @@ key, tombstones delete) and from the dead letters' `dlq-*-ref` headers. Refs are
 next: a ref lives while its cache entry does (or a live task names it), while it is a
 project's test-duration record or the read side's snapshot, or while it is younger than
 the grace; a live ref's target lives too. Sweep: every object that is not live and is
-older than the grace is deleted (old snapshots among them). The grace covers what a worker stored and the processor has not folded yet; the
-store renews an object's age when it is stored again (`artifacts.TOUCH_AFTER_S`).
+older than the grace is deleted (old snapshots among them). The grace covers what a
+worker stored and the processor has not folded yet; the store renews an object's age when
+it is stored again (`artifacts.TOUCH_AFTER_S`).
 
 A ref deleted in a run keeps its target for that run: a cache lookup that read the ref
 just before may complete a task with it, and the next run sees that task in the tables.
