@@ -8,10 +8,14 @@ stopped then is an "Unclosed AIOKafkaConsumer" warning on exit and a leaked sock
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
+
+STOP_WAIT_S = 5.0  # for each last step of a stopping process (a commit, a goodbye)
 
 
 class Startable(Protocol):
@@ -21,12 +25,33 @@ class Startable(Protocol):
 C = TypeVar("C", bound=Startable)
 
 
-async def shut(client: Any) -> None:
-    """Stop a consumer or producer, close an admin client; never raises."""
+async def shut(client: Any, within: float = STOP_WAIT_S) -> None:
+    """Stop a consumer or producer, close an admin client, in at most `within` seconds;
+    raises only when the caller itself is being cancelled.
+
+    With the broker gone, aiokafka's consumer `stop()` looks for the group coordinator
+    to leave the group for ever, or awaits the fetch it just cancelled and raises that
+    CancelledError; a process that waited was killed at the end of its grace, and one
+    that let the error through never stopped its producer. Past `within`, what is left
+    (leaving the group, flushing) is given up and the connections are closed."""
     end = getattr(client, "stop", None) or getattr(client, "close", None)
-    if end is not None:
-        with contextlib.suppress(Exception):
+    if end is None:
+        return
+    try:
+        async with asyncio.timeout(within):
             await end()
+    except TimeoutError:
+        inner = getattr(client, "_client", None)  # aiokafka's connections
+        if inner is not None and hasattr(inner, "close"):
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await inner.close()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # our own cancellation: pass it on
+    except Exception:  # noqa: S110 - a client that fails to stop is as stopped as it gets
+        pass
 
 
 @asynccontextmanager
@@ -46,3 +71,18 @@ async def running(client: C, *, failed: Callable[[Exception], Exception] | None 
         yield client
     finally:
         await shut(client)
+
+
+async def at_stop(step: Awaitable[Any], what: str, log: logging.Logger) -> bool:
+    """Run one last step of a process that stops (commit its offsets, say goodbye) for at
+    most `STOP_WAIT_S`; False, with a warning, when it failed or timed out. With the
+    broker gone, aiokafka's commit looks for the group coordinator for ever, and a worker
+    waiting on it was killed at the end of its grace instead of stopping."""
+    try:
+        async with asyncio.timeout(STOP_WAIT_S):
+            await step
+        return True
+    except Exception as exc:
+        log.warning("%s not done at stop (%s); what it covers is redone after a restart",
+                    what, str(exc) or "timed out")
+        return False

@@ -25,6 +25,7 @@ from schemas.codec import Codec
 from streams import topics as T
 from streams.artifacts import ArtifactError, ArtifactStore
 from streams.edge.ports import RawRecord
+from streams.lifecycle import shut
 from streams.workspace import target_path, write_atomically
 
 log = logging.getLogger("devline.sink")
@@ -170,7 +171,7 @@ class FileSink:
                     with contextlib.suppress(Exception):  # redelivery redoes them: idempotent
                         await consumer.commit({tp: records[-1].offset + 1})
         finally:
-            await consumer.stop()
+            await shut(consumer)
             log.info("file sink stopped: %d files written, %d already up to date",
                      self.files.written, self.files.unchanged)
 

@@ -43,6 +43,7 @@ from schemas.codec import Codec
 from streams import topics as T
 from streams.artifacts import ArtifactError, checked_digest
 from streams.emit import dead_letter_headers, headers_for, new_id, now_ms, stored_by_reference
+from streams.lifecycle import at_stop, shut
 from streams.offsets import OffsetBook, commit_finished
 from streams.retrying import until_done
 
@@ -122,8 +123,8 @@ class TestWorker:
             await self._loop()
         finally:
             await self._drain()
-            await self.consumer.stop()
-            await self.producer.stop()
+            await shut(self.consumer)
+            await shut(self.producer)
             log.info("tester %s stopped after %d shard(s) (%d duplicate(s) skipped)",
                      self.tester_id, self.ran, self.skipped)
 
@@ -188,7 +189,7 @@ class TestWorker:
                 task.cancel()  # run_shard kills the pytest process group
             if late:
                 await asyncio.wait(late)
-        await self.commit()
+        await at_stop(self.commit(), "committing the finished shards", log)
 
     # -- one shard --------------------------------------------------------------------
     async def _handle(self, tp: TopicPartition, record: Any) -> None:

@@ -31,12 +31,14 @@ from streams import topics as T
 from streams.checking import Checker, metric_points, qa_failure
 from streams.claims import resolve_item
 from streams.emit import dead_letter_headers, now_ms, stored_by_reference
+from streams.lifecycle import at_stop, shut
 from streams.offsets import OffsetBook, RebalanceListener, commit_finished
 from streams.outbox import Outbox
 from streams.results import Results
 from streams.staleness import StalenessProbe
 
 log = logging.getLogger("devline.worker")
+LOOP_STOP_S = 2.0  # for the fetch loop to notice a stop before it is cancelled
 
 METADATA_AGE_MS = 5000   # see new topics and partitions within seconds, not aiokafka's 5 min
 SEEN_REMEMBERED = 50_000  # dispatch ids this worker took (a resent copy is dropped)
@@ -127,16 +129,15 @@ class Worker:
         self.consumer.subscribe([s.topic(T.WORK_DEV)], listener=RebalanceListener(self))
         beat = asyncio.create_task(self._beat_loop())
         try:
-            await self._loop()
+            await self._loop_until_stopped()
         finally:
             await self._drain()
             beat.cancel()
             self.state = "stopped"
-            with contextlib.suppress(Exception):
-                await self.heartbeat()
+            await at_stop(self.heartbeat(), "the stopped heartbeat", log)
             await self.probe.stop()
-            await self.consumer.stop()
-            await self.producer.stop()
+            await shut(self.consumer)
+            await shut(self.producer)
             log.info("worker %s stopped after %d tasks (%d stale or duplicate items skipped)",
                      self.worker_id, self.completed, self.skipped)
 
@@ -160,6 +161,30 @@ class Worker:
         """Stop taking work; in-flight tasks finish (or are handed back after the grace)."""
         self.state = "draining"
         self.stopping.set()
+
+    async def _loop_until_stopped(self) -> None:
+        """The loop, until it ends or `stop()` was called. It sees `stopping` at its next
+        turn, but with the broker gone a fetch waits for a group assignment that never
+        comes: then it is cancelled (what it fetched and did not start is not committed,
+        so it is delivered again)."""
+        loop = asyncio.create_task(self._loop())
+        stopping = asyncio.create_task(self.stopping.wait())
+        try:
+            await asyncio.wait({loop, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not loop.done():
+                await asyncio.wait({loop}, timeout=LOOP_STOP_S)
+            if not loop.done():
+                log.warning("worker %s: no fetch returned within %.0fs of the stop (broker "
+                            "unreachable?); stopping without it", self.worker_id, LOOP_STOP_S)
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
+            else:
+                loop.result()  # the loop's own failure, if it failed
+        finally:
+            stopping.cancel()
+            if not loop.done():  # we are being cancelled
+                loop.cancel()
 
     async def _loop(self) -> None:
         assert self.consumer is not None
@@ -219,7 +244,7 @@ class Worker:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
-        await self.commit()
+        await at_stop(self.commit(), "committing the finished work items", log)
 
     async def _set_state(self, state: str) -> None:
         """Change state; heartbeat at once if that is news the dispatcher needs now."""

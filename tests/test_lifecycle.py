@@ -78,3 +78,58 @@ def test_commands_leave_no_unclosed_client_when_no_broker_answers(command: list[
     assert done.stderr.strip().splitlines() == [
         "error: no Kafka broker at 127.0.0.1:1 (connection refused). Is a broker running? "
         "(scripts/kafka-local start, or set DEVLINE_BOOTSTRAP)"], done.stderr
+
+
+def test_a_stop_that_raises_its_own_cancellation_is_a_stop_ours_is_passed_on() -> None:
+    class Fetching:
+        """aiokafka's consumer with the broker gone: stop() re-raises its cancelled fetch."""
+
+        stopped = False
+
+        async def stop(self) -> None:
+            fetch = asyncio.ensure_future(asyncio.sleep(10))
+            fetch.cancel()
+            self.stopped = True
+            await fetch
+
+    class Slow:
+        async def stop(self) -> None:
+            await asyncio.sleep(10)
+
+    async def scenario() -> None:
+        client = Fetching()
+        await shut(client)  # returns: the client is stopped
+        assert client.stopped
+        ours = asyncio.ensure_future(shut(Slow()))
+        await asyncio.sleep(0.05)
+        ours.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ours
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_that_never_ends_is_given_up_and_the_connections_closed() -> None:
+    class Connections:
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    class Stuck:
+        """aiokafka's consumer with the broker gone: stop() looks for the coordinator."""
+
+        def __init__(self) -> None:
+            self._client = Connections()
+
+        async def stop(self) -> None:
+            await asyncio.sleep(3600)
+
+    async def scenario() -> float:
+        stuck = Stuck()
+        began = asyncio.get_running_loop().time()
+        await shut(stuck, within=0.1)
+        assert stuck._client.closed
+        return asyncio.get_running_loop().time() - began
+
+    assert asyncio.run(scenario()) < 1.0
