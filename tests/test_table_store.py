@@ -240,8 +240,12 @@ def test_a_table_read_is_one_store_lookup(tmp_path: Path,
     table = app.Table("tasks", default=None, partitions=2, key_type=str)
     store: Any = table.data
     store._actives = frozenset(range(2))
-    with handling(1):
-        table["p/a"] = {"seq": 1}
+
+    async def write() -> None:  # a table write queues its changelog record on a loop
+        with handling(1):
+            table["p/a"] = {"seq": 1}
+
+    asyncio.run(write())  # its own loop: an earlier test's asyncio.run left none current
     lookups = 0
     get = store._get
 
