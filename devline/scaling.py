@@ -26,7 +26,6 @@ STALE_AFTER_S = 10.0  # no load reading for this long: hold the pool as it is
 # An acted ops `scale` decision sets the pool for this long, then the autoscaler has it
 # again: the governor's own cool-down for scale, so it can renew the target but never flap.
 OPS_HOLD_S = 60.0
-STOP_WAIT_S = 5.0  # for unsent pool metrics at stop
 OPS_LOOKBACK = 20  # decisions per partition of devline.ops read again on start
 
 
@@ -183,12 +182,11 @@ class MetricsLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         if self._producer is not None:
-            # Unsent points wait for the broker up to the request timeout (40 s); they are
-            # advisory, so a stop waits a few seconds for them at most.
-            try:
-                await asyncio.wait_for(self._producer.stop(), STOP_WAIT_S)
-            except Exception as exc:
-                log.info("pool metrics not all sent at stop (%s)", str(exc) or "timed out")
+            from streams.lifecycle import shut
+
+            # Unsent points would wait for the broker up to the request timeout (40 s);
+            # they are advisory, so a stop waits a few seconds for them at most.
+            await shut(self._producer)
 
     async def publish(self, current: int, desired: int, draining: int) -> None:
         try:

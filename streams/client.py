@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -15,6 +14,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.emit import headers_for
+from streams.lifecycle import started
 
 
 async def produce(settings: Settings, topic: str, event_type: str, record: dict[str, Any],
@@ -44,15 +44,10 @@ async def send_raw(settings: Settings, topic: str, key: bytes | None, value: byt
                    headers: list[tuple[str, bytes]], partition: int | None = None
                    ) -> tuple[int, int]:
     """Send bytes as they are to a full topic name; (partition, offset) once acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
-                                max_request_size=settings.max_message_bytes,
-                                **settings.kafka_common())
-    try:
-        await producer.start()
-    except Exception as exc:
-        with contextlib.suppress(Exception):
-            await producer.stop()
-        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
+    producer = await started(AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all",
+                                              max_request_size=settings.max_message_bytes,
+                                              **settings.kafka_common()),
+                             failed=unreachable(settings))
     try:
         meta = await producer.send_and_wait(topic, key=key, value=value, partition=partition,
                                             headers=headers)
@@ -63,14 +58,14 @@ async def send_raw(settings: Settings, topic: str, key: bytes | None, value: byt
 
 async def started_consumer(settings: Settings, **options: Any) -> AIOKafkaConsumer:
     """A started consumer with no group, or BrokerUnavailable (and nothing left open)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **options,
-                                **settings.kafka_common())
-    try:
-        await consumer.start()
-    except Exception as exc:
-        await consumer.stop()
-        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
-    return consumer
+    return await started(AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, **options,
+                                          **settings.kafka_common()),
+                         failed=unreachable(settings))
+
+
+def unreachable(settings: Settings) -> Callable[[Exception], BrokerUnavailable]:
+    """A failed client start as the CLI reports it (it probes for the cause)."""
+    return lambda exc: BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}")
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
@@ -147,14 +142,9 @@ async def records(settings: Settings, topic: str, *, from_beginning: bool = True
     after `idle_timeout` seconds with nothing new, whichever comes first). `partitions`
     limits the read to those partitions.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False,
-                                max_partition_fetch_bytes=settings.max_message_bytes,
-                                fetch_max_wait_ms=100, **settings.kafka_common())
-    try:
-        await consumer.start()
-    except Exception as exc:
-        await consumer.stop()  # else "Unclosed AIOKafkaConsumer" when it is collected
-        raise BrokerUnavailable(f"no Kafka broker at {settings.bootstrap}: {exc}") from exc
+    consumer = await started_consumer(settings, enable_auto_commit=False,
+                                      max_partition_fetch_bytes=settings.max_message_bytes,
+                                      fetch_max_wait_ms=100)
     try:
         parts = await topic_partitions(consumer, settings.topic(topic))
         if partitions is not None:
@@ -170,7 +160,7 @@ async def records(settings: Settings, topic: str, *, from_beginning: bool = True
         ends = {} if follow else await consumer.end_offsets(parts)
         last = time.monotonic()
         while True:
-            if not follow and await _all_read(consumer, ends):
+            if not follow and await reached(consumer, ends):
                 return
             batch = await consumer.getmany(timeout_ms=200)
             got = [r for rs in batch.values() for r in rs
@@ -186,11 +176,6 @@ async def records(settings: Settings, topic: str, *, from_beginning: bool = True
         await consumer.stop()
 
 
-async def _all_read(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if end > 0 and await consumer.position(tp) < end:
-            return False
-    return True
 
 
 def decode_for_display(codec: Codec, record: Any) -> dict[str, Any]:

@@ -54,12 +54,10 @@ async def shut(client: Any, within: float = STOP_WAIT_S) -> None:
         pass
 
 
-@asynccontextmanager
-async def running(client: C, *, failed: Callable[[Exception], Exception] | None = None
-                  ) -> AsyncIterator[C]:
-    """`client` started for the body and stopped after it, and after a failed start too.
-
-    `failed` turns a failed start into the caller's error (e.g. `BrokerUnavailable`)."""
+async def started(client: C, *, failed: Callable[[Exception], Exception] | None = None
+                  ) -> C:
+    """`client`, started; a start that fails stops it before raising. `failed` turns that
+    failure into the caller's error (e.g. `BrokerUnavailable`)."""
     try:
         await client.start()
     except Exception as exc:
@@ -67,6 +65,14 @@ async def running(client: C, *, failed: Callable[[Exception], Exception] | None 
         if failed is None:
             raise
         raise failed(exc) from exc
+    return client
+
+
+@asynccontextmanager
+async def running(client: C, *, failed: Callable[[Exception], Exception] | None = None
+                  ) -> AsyncIterator[C]:
+    """`client` started for the body and stopped after it, and after a failed start too."""
+    await started(client, failed=failed)
     try:
         yield client
     finally:

@@ -27,7 +27,7 @@ from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitio
 from devline.settings import Settings
 from streams import topics as T
 from streams.client import topic_partitions
-from streams.lifecycle import shut
+from streams.lifecycle import started
 
 log = logging.getLogger("devline.seat")
 
@@ -86,11 +86,7 @@ async def run_seated(settings: Settings, name: str, stage: Stage,
         max_poll_interval_ms=3_600_000, partition_assignment_strategy=(_sticky(),),
         metadata_max_age_ms=5000, **settings.kafka_common())
     vote = _Vote(consumer)
-    try:
-        await consumer.start()
-    except Exception:
-        await shut(consumer)
-        raise
+    await started(consumer)
 
     async def stand() -> None:  # keeps the membership alive; the paused partition is empty
         while True:

@@ -21,7 +21,7 @@ from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
 from streams.emit import now_ms
-from streams.lifecycle import shut
+from streams.lifecycle import shut, started
 
 log = logging.getLogger("devline.worker")
 
@@ -48,17 +48,12 @@ class StalenessProbe:
             consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap, enable_auto_commit=False,
                                         max_partition_fetch_bytes=s.max_message_bytes,
                                         fetch_max_wait_ms=50, **s.kafka_common())
-            try:
-                await consumer.start()
-            except Exception:
-                await shut(consumer)
-                raise
-            self._consumer = consumer
+            self._consumer = await started(consumer)
         return self._consumer
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
+            await shut(self._consumer)
             self._consumer = None
 
     async def reason(self, item: dict[str, Any]) -> str | None:
