@@ -15,6 +15,7 @@ from streams.consumer import FromStartTransport
 from streams.edge.ports import Ports
 from streams.edge.state import OneLookupTable, table_store
 from streams.emit import Emitter
+from streams.stateguard import stores_dir
 
 log = logging.getLogger("devline.streams")
 
@@ -57,8 +58,7 @@ class Pipeline:
         self.codec = Codec.from_settings(settings)
         # One directory per processor instance: RocksDB locks its files, and processors
         # of one machine (devline run --processors N) must not share them.
-        datadir = settings.data_dir / (settings.topic_prefix or "default") / "faust" / (
-            settings.instance_id or "default")
+        datadir = stores_dir(settings) / (settings.instance_id or "default")
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             settings.group("devline-streams"),

@@ -33,6 +33,7 @@ from devline.errors import DevlineError
 from devline.settings import Settings
 from streams import topics as T
 from streams.lifecycle import running
+from streams.stateguard import stores_dir
 
 GROUP = "devline-streams"
 DISPATCHER = "devline-dispatcher"
@@ -141,7 +142,7 @@ async def plan_reset(settings: Settings, *, to_earliest: bool, at_ms: int | None
                 for tp in tps}
     if to_earliest:
         plan.clear = [settings.topic(t) for t in CLEARED if settings.topic(t) in existing]
-        plan.dirs = [settings.data_dir / (settings.topic_prefix or "default") / "faust"]
+        plan.dirs = [stores_dir(settings)]
     return plan
 
 

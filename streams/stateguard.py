@@ -30,7 +30,6 @@ from streams.lifecycle import running
 
 log = logging.getLogger("devline.stateguard")
 
-OFFSET_KEY = b"__faust\0offset__"  # where Faust's RocksDB store keeps the applied offset
 DB_NAME = re.compile(r"(?P<table>.+)-(?P<partition>\d+)\.db")
 
 
@@ -44,6 +43,8 @@ class Verdict:
 
 
 def stores_dir(settings: Settings) -> Path:
+    """Where the processors of this machine and prefix keep their table stores (one
+    folder per instance inside)."""
     return settings.data_dir / (settings.topic_prefix or "default") / "faust"
 
 
@@ -69,15 +70,17 @@ def read_applied(path: Path) -> int | None:
     it cannot be read (the processor's own recovery then decides)."""
     try:
         from rocksdict import AccessType, Options, Rdict
+
+        from streams.edge.state import RocksStore
     except ImportError:  # the memory store: nothing on disk
         return None
-    try:  # raw mode, as the store writes (streams.edge.state)
+    try:  # raw mode, as the store writes
         db = Rdict(str(path), options=Options(raw_mode=True),
                    access_type=AccessType.read_only())
     except Exception:  # being written, or damaged: not ours to judge
         return None
     try:
-        raw = db.get(OFFSET_KEY)
+        raw = db.get(RocksStore.offset_key)
     finally:
         db.close()
     try:

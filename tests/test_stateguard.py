@@ -13,7 +13,8 @@ from rocksdict import Options, Rdict
 from devline.settings import Settings
 from streams import topics as T
 from streams.client import send_raw
-from streams.stateguard import OFFSET_KEY, check, stale_databases, stores_dir
+from streams.edge.state import RocksStore
+from streams.stateguard import check, stale_databases, stores_dir
 from tests.harness import running_pipeline, submit, wait_for
 
 
@@ -32,7 +33,7 @@ def database(settings: Settings, table: str, partition: int, applied: int) -> Pa
     path = stores_dir(settings) / "default" / "v1" / "tables" / f"{table}-{partition}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     db = Rdict(str(path), options=Options(raw_mode=True))  # as the store writes
-    db[OFFSET_KEY] = str(applied).encode()
+    db[RocksStore.offset_key] = str(applied).encode()
     db[b"some-key"] = b"some value"
     db.close()
     return path
