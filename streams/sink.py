@@ -87,8 +87,7 @@ class Materializer:
             return None
         # One thread hop for a file whose content is in the event (most are): the path
         # resolved (WorkspaceError: it escapes), the file left alone or written.
-        target, wrote = await asyncio.to_thread(self._place, project, ev["path"],
-                                                ev["content_hash"], self.inline_content(ev))
+        target, wrote = await asyncio.to_thread(self._place, project, ev)
         if wrote is None:  # not there, and the event does not carry it: from the store
             data = await self.stored_content(ev)
             if data is None:
@@ -102,13 +101,13 @@ class Materializer:
             self.unchanged += 1
         return target
 
-    def _place(self, project: str, path: str, digest: str, content: bytes | None
-               ) -> tuple[Path, bool | None]:
+    def _place(self, project: str, ev: dict[str, Any]) -> tuple[Path, bool | None]:
         """(target, whether written): False if it already has the content, None if it does
-        not and the content is not at hand."""
-        target = target_path(self.workspace, project, path)
-        if file_hash(target) == digest:
+        not and the event does not carry it (hashed here, only when it is needed)."""
+        target = target_path(self.workspace, project, ev["path"])
+        if file_hash(target) == ev["content_hash"]:
             return target, False
+        content = self.inline_content(ev)
         if content is None:
             return target, None
         write_atomically(target, content)

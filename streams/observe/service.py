@@ -287,7 +287,7 @@ class ObserveService:
             stopping.cancel()
 
     def _record(self, tp: TopicPartition, rec: Any) -> None:
-        topic = tp.topic[len(self.settings.topic_prefix):]
+        topic = self._name(tp)
         try:
             event_type, value = self.codec.decode(rec.value or b"")
         except DecodeError:
@@ -354,7 +354,7 @@ class ObserveService:
             high = c.highwater(tp)
             if high is None:
                 continue
-            topic = tp.topic[len(self.settings.topic_prefix):]
+            topic = self._name(tp)
             lag[topic] = lag.get(topic, 0) + max(high - await c.position(tp), 0)
         self.lag = lag
 
