@@ -4,7 +4,10 @@ Events and tables carry hashes; contents live here. `put` is idempotent (the sam
 land at the same name), so storing an artifact is an effect that can be redone after any
 crash. The local store is a directory shared by every devline process of one machine; the
 S3 store is a bucket (AWS S3 or any S3-compatible server) shared by a whole cluster.
-Blocking I/O (files, boto3) runs in a thread, never in the event loop.
+Blocking I/O (boto3, big files) runs in a thread, never in the event loop. A local file of
+at most `INLINE_IO_BYTES` (a ref, a typical source file) is read or written in the loop:
+that takes tens of microseconds, less than the hop to a thread and back (and every task
+stores or looks up one or two of them in each process it passes through).
 
 Both stores also list what they hold and delete by name, for `devline gc` (`streams.gc`).
 Storing bytes the store already has refreshes the object's modification time when it is
@@ -42,6 +45,7 @@ class ArtifactError(DevlineError):
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 TOUCH_AFTER_S = 3600.0  # an object stored again after this long gets a new modification time
+INLINE_IO_BYTES = 64 * 1024  # local files up to this are read and written in the event loop
 
 
 @dataclass(frozen=True)
@@ -93,16 +97,27 @@ class LocalArtifactStore:
         return self.root / "sha256" / digest[:2] / digest
 
     async def put(self, data: bytes) -> str:
+        if len(data) <= INLINE_IO_BYTES:
+            return self.put_sync(data)
         return await asyncio.to_thread(self.put_sync, data)
 
     async def get(self, digest: str) -> bytes | None:
+        path = self.path_for(digest)
+        try:
+            small = path.stat().st_size <= INLINE_IO_BYTES
+        except FileNotFoundError:
+            return None
+        except OSError:
+            small = False  # get_sync says why
+        if small:
+            return self.get_sync(digest)
         return await asyncio.to_thread(self.get_sync, digest)
 
     async def put_ref(self, name: str, digest: str) -> None:
-        await asyncio.to_thread(self._put_ref, name, checked_digest(digest))
+        self._put_ref(name, checked_digest(digest))  # 64 bytes: in the loop
 
     async def get_ref(self, name: str) -> str | None:
-        return await asyncio.to_thread(self._get_ref, name)
+        return self._get_ref(name)
 
     async def objects(self) -> list[Stored]:
         """Every object (`sha256/ab/<digest>`); temporary files of writers are not listed."""

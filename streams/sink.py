@@ -5,7 +5,10 @@ sink) and writes each `TaskCompleted` file under `<workspace>/<project>/<path>`,
 content from the event or, by hash, from the artifact store. Writing is idempotent (a file
 that already has the content's hash is left alone; others are replaced atomically), so a
 crash anywhere followed by redelivery gives the same files. Offsets are committed only
-after the files of a batch are written; blocking file I/O runs in a thread.
+after the files of a batch are written; blocking file I/O runs in a thread, one hop per
+fetched batch. The sink is not on the pipeline's critical path (nothing waits for a file),
+so it fetches in batches: up to `FETCH_WAIT_MS` for `FETCH_MIN_BYTES` to gather, which
+costs it and the broker one fetch and one commit per batch instead of per completion.
 
 The stream processor never touches the workspace, so it can run on another machine.
 """
@@ -31,6 +34,8 @@ from streams.workspace import target_path, write_atomically
 log = logging.getLogger("devline.sink")
 
 ARTIFACT_WAIT_S = 30.0  # a cached completion's artifact may still be on its way
+FETCH_WAIT_MS = 200       # a file lands at most this much later than its event
+FETCH_MIN_BYTES = 64 * 1024
 
 
 class MissingArtifact(Exception):
@@ -80,26 +85,44 @@ class Materializer:
 
     async def materialize(self, ev: dict[str, Any]) -> Path | None:
         """Write the file of one TaskCompleted; None when there is nothing to write."""
-        project = ev.get("project")
-        if not project:
-            log.warning("%s/%s: TaskCompleted without a project (written before the sink "
-                        "existed); not materialised", ev["plan_id"], ev["path"])
-            return None
-        # One thread hop for a file whose content is in the event (most are): the path
-        # resolved (WorkspaceError: it escapes), the file left alone or written.
-        target, wrote = await asyncio.to_thread(self._place, project, ev)
-        if wrote is None:  # not there, and the event does not carry it: from the store
-            data = await self.stored_content(ev)
-            if data is None:
-                raise MissingArtifact(f"artifact {ev['content_hash'][:12]} of {project}/"
-                                      f"{ev['path']} is not in the artifact store")
-            await asyncio.to_thread(write_atomically, target, data)
-            wrote = True
-        if wrote:
-            self.written += 1
-        else:
-            self.unchanged += 1
-        return target
+        return (await self.materialize_many([ev]))[0]
+
+    async def materialize_many(self, evs: list[dict[str, Any]]) -> list[Path | None]:
+        """Write the files of some TaskCompleted events, in order. One thread hop for all
+        whose content is in the event (most are): each path resolved (WorkspaceError: it
+        escapes), each file left alone or written; the rest from the store."""
+        placed = await asyncio.to_thread(self._place_all, evs)
+        out: list[Path | None] = []
+        for ev, (target, wrote) in zip(evs, placed, strict=True):
+            if target is None:
+                out.append(None)
+                continue
+            if wrote is None:  # not there, and the event does not carry it: from the store
+                data = await self.stored_content(ev)
+                if data is None:
+                    raise MissingArtifact(f"artifact {ev['content_hash'][:12]} of "
+                                          f"{ev['project']}/{ev['path']} is not in the "
+                                          "artifact store")
+                await asyncio.to_thread(write_atomically, target, data)
+                wrote = True
+            if wrote:
+                self.written += 1
+            else:
+                self.unchanged += 1
+            out.append(target)
+        return out
+
+    def _place_all(self, evs: list[dict[str, Any]]) -> list[tuple[Path | None, bool | None]]:
+        out: list[tuple[Path | None, bool | None]] = []
+        for ev in evs:
+            project = ev.get("project")
+            if not project:
+                log.warning("%s/%s: TaskCompleted without a project (written before the "
+                            "sink existed); not materialised", ev["plan_id"], ev["path"])
+                out.append((None, False))
+                continue
+            out.append(self._place(project, ev))
+        return out
 
     def _place(self, project: str, ev: dict[str, Any]) -> tuple[Path, bool | None]:
         """(target, whether written): False if it already has the content, None if it does
@@ -124,27 +147,44 @@ class FileSink:
         self.stopping = asyncio.Event()
 
     async def handle(self, rec: RawRecord) -> None:
-        if rec.header("event-type") != "TaskCompleted":
-            return  # cheap: most events are not completions
-        try:
-            event_type, ev = self.codec.decode(rec.value or b"")
-        except DecodeError:
-            return  # the stream processor dead-letters it; nothing to write
-        if event_type != "TaskCompleted":
+        await self.handle_many([rec])
+
+    async def handle_many(self, recs: list[RawRecord]) -> None:
+        """The completions among `recs` written, in order: all of them at once, and one
+        at a time when that fails, so one bad path or missing artifact is only its own
+        error line. Our own failures (the disk, the store) are retried."""
+        evs = []
+        for rec in recs:
+            if rec.header("event-type") != "TaskCompleted":
+                continue  # cheap: most events are not completions
+            try:
+                event_type, ev = self.codec.decode(rec.value or b"")
+            except DecodeError:
+                continue  # the stream processor dead-letters it; nothing to write
+            if event_type == "TaskCompleted":
+                evs.append(ev)
+        if not evs:
             return
+        try:
+            await self._written(evs)
+        except (WorkspaceError, MissingArtifact):
+            for ev in evs:
+                try:
+                    await self._written([ev])
+                except (WorkspaceError, MissingArtifact) as exc:
+                    log.error("%s/%s not written: %s", ev["plan_id"], ev["path"], exc)
+
+    async def _written(self, evs: list[dict[str, Any]]) -> None:
         pause = 0.2
         while True:
             try:
-                path = await self.files.materialize(ev)
-                if path is not None:
-                    log.debug("wrote %s", path)
-                return
-            except (WorkspaceError, MissingArtifact) as exc:
-                log.error("%s/%s not written: %s", ev["plan_id"], ev["path"], exc)
+                for path in await self.files.materialize_many(evs):
+                    if path is not None:
+                        log.debug("wrote %s", path)
                 return
             except (OSError, ArtifactError) as exc:  # the disk or the store: ours, retried
-                log.warning("writing %s/%s failed (%s); retrying in %.1fs", ev["plan_id"],
-                            ev["path"], exc, pause)
+                log.warning("writing %d file(s) failed (%s); retrying in %.1fs", len(evs),
+                            exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 2.0)
 
@@ -155,8 +195,8 @@ class FileSink:
         consumer = AIOKafkaConsumer(
             s.topic(T.EVENTS), bootstrap_servers=s.bootstrap, group_id=s.group("devline-sink"),
             enable_auto_commit=False, auto_offset_reset="earliest",
-            max_partition_fetch_bytes=s.max_message_bytes, fetch_max_wait_ms=200,
-            metadata_max_age_ms=5000, **s.kafka_common())
+            max_partition_fetch_bytes=s.max_message_bytes, fetch_max_wait_ms=FETCH_WAIT_MS,
+            fetch_min_bytes=FETCH_MIN_BYTES, metadata_max_age_ms=5000, **s.kafka_common())
         await consumer.start()
         log.info("file sink writing %s", s.workspace.resolve())
         try:
@@ -164,11 +204,9 @@ class FileSink:
                 batch = await consumer.getmany(timeout_ms=500)
                 if not batch:
                     continue
-                for tp, records in batch.items():
-                    for record in records:
-                        await self.handle(RawRecord.of(record))
-                    with contextlib.suppress(Exception):  # redelivery redoes them: idempotent
-                        await consumer.commit({tp: records[-1].offset + 1})
+                await self.handle_many([RawRecord.of(r) for rs in batch.values() for r in rs])
+                with contextlib.suppress(Exception):  # redelivery redoes them: idempotent
+                    await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
         finally:
             await shut(consumer)
             log.info("file sink stopped: %d files written, %d already up to date",

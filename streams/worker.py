@@ -99,6 +99,8 @@ class Worker:
         self.completed = 0
         self.skipped = 0
         self.seen: OrderedDict[str, None] = OrderedDict()  # dispatch ids taken (duplicates)
+        self._committing: asyncio.Task[None] | None = None
+        self._commit_again = False
         self.probe = StalenessProbe(settings, self.codec, self.worker_id, self.slot)
         outbox = Outbox(settings.data_dir / "outbox" / self.slot) if self.slot else None
         self.store = settings.artifact_store()
@@ -225,7 +227,16 @@ class Worker:
                       offset, task.exception())
             return
         self.offsets.finished(tp, offset)
-        asyncio.get_running_loop().create_task(self.commit())
+        if self._committing is None or self._committing.done():
+            self._committing = asyncio.get_running_loop().create_task(self._commit_soon())
+        else:  # one commit request at a time: tasks finishing meanwhile share the next
+            self._commit_again = True
+
+    async def _commit_soon(self) -> None:
+        self._commit_again = True
+        while self._commit_again:
+            self._commit_again = False
+            await self.commit()
 
     async def commit(self) -> None:
         """Commit, per partition, past the longest run of finished offsets."""

@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaTimeoutError
 
 from agents.scheduling.stale import stale_reason
 from devline.errors import WorkspaceError
+from devline.settings import Settings
 from streams import topics as T
 from streams.edge.fake import Crash, CrashPlan
 from streams.edge.persist import BUG_TRIES, Unexpected, persist
@@ -282,6 +283,52 @@ def test_the_sink_writes_a_file_the_event_carries_in_one_thread_hop(
     assert (tmp_path / "proj" / "pkg" / "x.py").read_bytes() == b"X = 1\n"
     assert (sink.written, sink.unchanged) == (1, 1)
     assert not (tmp_path.parent / "outside.py").exists()
+
+
+def test_the_sink_writes_a_fetched_batch_in_one_hop_and_isolates_a_bad_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from streams.artifacts import sha256
+    from streams.edge.fake import CrashPlan, FakeStore
+    from streams.edge.ports import RawRecord
+    from streams.emit import headers_for
+    from streams.sink import FileSink
+
+    hops = 0
+    to_thread = asyncio.to_thread
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += 1
+        return await to_thread(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counting)
+    settings = Settings(workspace=tmp_path / "ws", data_dir=tmp_path / "data")
+    sink = FileSink(settings, FakeStore(CrashPlan()))
+    codec = sink.codec
+
+    def completed(i: int, path: str) -> RawRecord:
+        content = f"X = {i}\n"
+        ev = {"event_id": f"e{i}", "plan_id": "p", "task_id": f"t{i}", "path": path,
+              "attempt": 1, "worker_id": "w", "dispatch_id": f"d{i}", "executor": "demo",
+              "cache_key": "k", "content": content, "content_hash": sha256(content.encode()),
+              "size": len(content), "cached": False, "started_at": 1, "finished_at": 2,
+              "tokens": None, "cost": None, "project": "proj"}
+        return RawRecord(topic="devline.events", partition=0, offset=i, key=b"p",
+                         value=codec.encode("TaskCompleted", ev),
+                         headers=headers_for("TaskCompleted", ev))
+
+    good = [completed(i, f"m{i}.py") for i in range(5)]
+    asyncio.run(sink.handle_many(good))
+    assert hops == 1  # five files, one thread hop
+    assert sorted(p.name for p in (tmp_path / "ws" / "proj").iterdir()) == [
+        f"m{i}.py" for i in range(5)]
+    bad = [completed(5, "n5.py"), completed(6, "../../outside.py"), completed(7, "n7.py")]
+    asyncio.run(sink.handle_many(bad))
+    assert (tmp_path / "ws" / "proj" / "n5.py").read_text() == "X = 5\n"
+    assert (tmp_path / "ws" / "proj" / "n7.py").read_text() == "X = 7\n"
+    assert not (tmp_path / "outside.py").exists()
+    assert any("outside.py not written" in r.getMessage() for r in caplog.records)
 
 
 def test_every_command_kind_has_a_handler() -> None:
