@@ -176,11 +176,10 @@ class LocalArtifactStore:
         return self.root / "refs" / name[:2] / name
 
     def _put_ref(self, name: str, digest: str) -> None:
-        target = self._ref_path(name)
-        with contextlib.suppress(OSError):
-            if target.read_text() == digest:
-                return
-        self._write(target, digest.encode(), f"ref {name[:12]}")
+        # Written again even when it already says `digest` (a redelivery): a rename costs
+        # what reading it first would, and the newer mtime only tells the collector the
+        # ref is in use.
+        self._write(self._ref_path(name), digest.encode(), f"ref {name[:12]}")
 
     def _get_ref(self, name: str) -> str | None:
         try:
@@ -205,10 +204,13 @@ class LocalArtifactStore:
 
     def _write(self, target: Path, data: bytes, what: str) -> None:
         """Atomically: a reader sees the old file or the whole new one, never a torn one."""
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_bytes(data)
+            try:
+                tmp.write_bytes(data)
+            except FileNotFoundError:  # the first file of its shard folder
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(data)
             os.replace(tmp, target)
         except OSError as exc:
             raise ArtifactError(f"cannot store {what} under {self.root}: "

@@ -127,7 +127,7 @@ class Counting(dict[str, Any]):
         return super().get(key, default)
 
 
-def test_a_view_reads_a_task_from_the_table_once_until_it_writes_it() -> None:
+def test_a_view_reads_a_task_from_the_table_once_and_not_after_it_writes_it() -> None:
     tasks = Counting()
     dict.__setitem__(tasks, "p/a", {"status": "ready", "spec": {"path": "a.py"}})
     view = TaskView(tasks, "p")
@@ -135,11 +135,13 @@ def test_a_view_reads_a_task_from_the_table_once_until_it_writes_it() -> None:
     assert tasks.reads == 1 and first == second
     first["status"] = "changed"  # a copy: the next reader sees what the table holds
     assert view["a"]["status"] == "ready"
-    view["a"] = {**first, "status": "dispatched"}
-    first["status"] = "changed after the write"  # the caller's object is not the table's
-    assert view["a"]["status"] == "dispatched" and tasks.reads == 2
+    written = {**first, "status": "dispatched"}
+    view["a"] = written
+    assert dict.__getitem__(tasks, "p/a")["status"] == "dispatched"  # written through
+    written["status"] = "changed after the write"  # the caller's object is not the view's
+    assert view["a"]["status"] == "dispatched" and tasks.reads == 1  # read back as written
     del view["a"]
-    assert view.get("a") is None and tasks.reads == 3
+    assert view.get("a") is None and tasks.reads == 2
 
 
 # -- one plan's tasks, listed without the others -------------------------------------------

@@ -51,8 +51,8 @@ class TaskView(MutableMapping[str, Any]):
 
     A view lives for one event's fold and effects, while nothing else writes the plan's
     tasks (the processor's `handling` lock), so a task read again before the view writes it
-    is the value read before: kept, not looked up and decoded again (an event read each
-    of its tasks 2-3 times: fold, effects, board post)."""
+    is the value read or written before: kept, not looked up and decoded again (an event
+    read each of its tasks 2-4 times: fold, effects, board post)."""
 
     def __init__(self, table: Table, plan_id: str) -> None:
         self._table = table
@@ -73,8 +73,10 @@ class TaskView(MutableMapping[str, Any]):
 
     def __setitem__(self, task_id: str, value: Any) -> None:
         self._written.add(task_id)
-        self._fresh.pop(task_id, None)  # the table's copy, not the caller's object
         self._table[self._prefix + task_id] = value
+        # Read back as written (a copy: the caller may go on changing its dict), not looked
+        # up and decoded again: the fold writes a task, then its effects read it.
+        self._fresh[task_id] = dict(value)
 
     def __delitem__(self, task_id: str) -> None:
         self._written.add(task_id)
