@@ -363,3 +363,33 @@ def test_a_stopped_processor_has_every_changelog_offset_in_its_databases(
             db.close()
         checked += 1
     assert checked >= 2  # at least the plan's partition of both tables
+
+
+def test_held_headers_write_once_per_batch_and_are_read_back_meanwhile() -> None:
+    from streams.edge.state import HeldHeaders
+
+    class Writes(dict[str, Any]):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes = 0
+
+        def __setitem__(self, key: str, value: Any) -> None:
+            self.writes += 1
+            super().__setitem__(key, value)
+
+    table = Writes()
+    table["old"] = {"n": 0}
+    plans = HeldHeaders(table)
+    plans.holding = True
+    for n in range(1, 6):  # five events of one plan in a batch
+        plans["p"] = {"n": n}
+        assert plans.get("p") == {"n": n} and plans["p"] == {"n": n}
+    del plans["old"]
+    assert plans.get("old") is None and "old" in table  # held, not yet written
+    assert dict(plans.items()) == {"p": {"n": 5}}
+    assert table.writes == 1  # only the setup's
+    plans.holding = False
+    assert plans.flush() == 2
+    assert dict(table) == {"p": {"n": 5}} and table.writes == 2
+    plans["q"] = {"n": 1}  # outside a batch: written at once
+    assert table["q"] == {"n": 1} and table.writes == 3 and not plans.held

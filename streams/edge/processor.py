@@ -42,7 +42,7 @@ from streams.edge.link import BrokerLink
 from streams.edge.persist import Unexpected, persist
 from streams.edge.ports import Ports, RawRecord, all_delivered
 from streams.edge.retention import Retention
-from streams.edge.state import plan_state, save_header
+from streams.edge.state import HeldHeaders, plan_state, save_header
 from streams.edge.timers import RetryTimers
 from streams.edge.writes import WriteBehind
 from streams.emit import dead_letter_headers, detach
@@ -89,6 +89,7 @@ class Processor:
         self.partitions: set[int] = set()
         self.ticks = 0
         self.handling = asyncio.Lock()  # held while an event's fold and effects run
+        self.plans = HeldHeaders(ports.plans)  # written once per batch
 
     # -- the event log ---------------------------------------------------------------
     async def on_event_record(self, rec: RawRecord) -> None:
@@ -138,8 +139,13 @@ class Processor:
     async def _handle_batch(self, batch: Sequence[tuple[RawRecord, str, dict[str, Any]]]
                             ) -> None:
         async def fold_all() -> None:
-            for rec, event_type, record in batch:
-                await self.handle(event_type, record, rec.offset, rec.partition)
+            self.plans.holding = True
+            try:
+                for rec, event_type, record in batch:
+                    await self.handle(event_type, record, rec.offset, rec.partition)
+            finally:  # even when a step failed: the table holds what the fold did so far
+                self.plans.holding = False
+                self.plans.flush()
         try:  # sent and stored before the offsets are committed
             await self.writes.run(partial(all_delivered, fold_all))
         except BaseException:
@@ -195,14 +201,14 @@ class Processor:
                      partition: int = 0) -> None:
         """Fold one valid event at log position `seq` and carry out its commands."""
         p = self.ports
-        state = plan_state(p.plans, p.tasks, record["plan_id"])
+        state = plan_state(self.plans, p.tasks, record["plan_id"])
         before = dict(state.header) if state.header else None
         if event_type == "PlanRetired" and state.header \
                 and state.header.get("completed_at") == record["finished_at"]:
             # Its tasks leave the board before the tables: a crash in between redoes both.
             await self.dispatch.unpost(state.header["plan_id"], list(state.tasks))
         commands = F.apply(state, event_type, record, seq)
-        save_header(p.plans, state, before)
+        save_header(self.plans, state, before)
         if event_type == "TaskRedriveRequested" and not commands:
             why = F.redrive_refusal(state.task(record["task_id"]), record) if state.header \
                 else f"no plan {record['plan_id']}"
@@ -244,28 +250,28 @@ class Processor:
         p = self.ports
         self.timers.clear()
         redone: dict[str, int] = {}
-        for plan_id, header in list(p.plans.items()):
+        for plan_id, header in list(self.plans.items()):
             # A finished plan's tasks have nothing to redo: a start costs the live plans,
             # not the history waiting for retention.
             if not header or header.get("status") in (F.PLAN_DONE, F.REJECTED):
                 continue
             for cmd in F.plan_recovery(header):
                 redone[cmd.kind] = redone.get(cmd.kind, 0) + 1
-                await persist(partial(self.effects.run, plan_state(p.plans, p.tasks, plan_id),
+                await persist(partial(self.effects.run, plan_state(self.plans, p.tasks, plan_id),
                                       cmd, None),
                               what=f"recovering {cmd.kind} {plan_id}", log=log, sleep=p.sleep)
-            for task_id, task in list(plan_state(p.plans, p.tasks, plan_id).tasks.items()):
+            for task_id, task in list(plan_state(self.plans, p.tasks, plan_id).tasks.items()):
                 for cmd in F.recovery_commands(header, task_id, task):
                     redone[cmd.kind] = redone.get(cmd.kind, 0) + 1
                     await persist(partial(self.effects.run,
-                                          plan_state(p.plans, p.tasks, plan_id), cmd, None),
+                                          plan_state(self.plans, p.tasks, plan_id), cmd, None),
                                   what=f"recovering {cmd.kind} {plan_id}/{task_id}", log=log,
                                   sleep=p.sleep)
-        for plan_id, header in list(p.plans.items()):
+        for plan_id, header in list(self.plans.items()):
             if header and F.plan_unreported(header):
                 redone["plan_done"] = redone.get("plan_done", 0) + 1
                 await persist(partial(self.effects.plan_done,
-                                      plan_state(p.plans, p.tasks, plan_id)),
+                                      plan_state(self.plans, p.tasks, plan_id)),
                               what="reporting a plan", log=log, sleep=p.sleep)
         self.ready = True
         log.info("caught up; state recovered: %s", ", ".join(

@@ -124,6 +124,71 @@ def save_header(plans: Table, state: PlanState, before: dict[str, Any] | None,
         state.tasks.rewrite_own(seq)
 
 
+_GONE = object()
+
+
+class HeldHeaders(MutableMapping[str, Any]):
+    """The `plans` table with its writes held while a batch of events is folded and written
+    once at its end (`flush`): a plan's header changes with nearly every event, and a batch
+    often holds many events of one plan. Reads see the held values, so the fold and
+    anything running meanwhile read what the batch wrote. Outside a batch writes go through.
+    The batch's offsets are committed only after the flush (it runs before the batch's
+    sends are awaited), so a crash before it redoes the batch like any other write."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.held: dict[str, Any] = {}
+        self.holding = False
+
+    def get(self, key: str, default: Any = None, /) -> Any:
+        if key in self.held:
+            value = self.held[key]
+            return default if value is _GONE else value
+        return self.table.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self.get(key, _GONE)
+        if value is _GONE:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if self.holding:
+            self.held[key] = value
+        else:
+            self.held.pop(key, None)
+            self.table[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        if self.holding:
+            self.held[key] = _GONE
+        else:
+            self.held.pop(key, None)
+            del self.table[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k for k, _ in self.items()])
+
+    def __len__(self) -> int:
+        return len(list(self.items()))
+
+    def items(self) -> Any:
+        out = {k: v for k, v in self.table.items() if k not in self.held}
+        out.update((k, v) for k, v in self.held.items() if v is not _GONE)
+        return out.items()
+
+    def flush(self) -> int:
+        """Write what is held (in the order first held); how many writes."""
+        held, self.held = self.held, {}
+        for key, value in held.items():
+            if value is _GONE:
+                if self.table.get(key) is not None:
+                    del self.table[key]
+            else:
+                self.table[key] = value
+        return len(held)
+
+
 def split_key(key: str) -> tuple[str, str]:
     plan_id, _, task_id = key.partition("/")
     return plan_id, task_id
