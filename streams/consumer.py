@@ -13,6 +13,26 @@ from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP
 
 
+FETCH_WAIT_MS = 50  # the processor's long poll (Faust's own is 1500 ms)
+
+
+class ShortPollThread(faust_kafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread with a 50 ms long poll instead of its hard-coded 1.5 s.
+
+    aiokafka leaves a partition whose fetched records are not yet consumed out of its next
+    fetch, and has one fetch in flight per broker. So while a busy partition's records
+    were being folded, the next fetch asked for the idle partitions only and waited out
+    its 1.5 s long poll before the busy one could be asked again: with one plan (every
+    event on one partition) a dispatch reached the processor 0.3 s late by median and
+    1.6 s at p90, and the pool idled. 50 ms bounds that wait; an idle processor sends 20
+    fetches a second."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_WAIT_MS  # read by its start(), not yet called
+        return consumer
+
+
 class FromStartConsumer(faust_kafka.Consumer):
     """Faust's aiokafka consumer, with a partition the group never committed read from its
     first record exactly as if offset 0 had been committed.
@@ -43,6 +63,9 @@ class FromStartConsumer(faust_kafka.Consumer):
     # Faust's own logger name (mode would name it after this module), so the Faust log
     # level the CLI sets applies.
     logger = logging.getLogger("faust.transport.drivers.aiokafka.from_start")
+
+    def _new_consumer_thread(self) -> faust_kafka.AIOKafkaConsumerThread:
+        return ShortPollThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _getmany(self, active_partitions: set[TP] | None,
                        timeout: float) -> RecordMap:  # noqa: ASYNC109 - Faust's signature
