@@ -98,6 +98,10 @@ class Settings(BaseModel):
         "observe`/`ui`) in the artifact store; a start restores the newest and reads on "
         "from its offsets instead of folding devline.events from the beginning (0: never)")
     max_attempts: int = Field(3, ge=1, description="Attempts before a task is dead-lettered")
+    processor_linger_ms: int = Field(
+        10, ge=0, le=1000, description="Milliseconds the stream processor's producer waits to "
+        "gather records into one request (Kafka's linger.ms): fewer, bigger requests for it "
+        "and the broker, at that much latency per hop")
     processors: int = Field(
         1, ge=1, le=16, description="Stream processors `devline run` starts: they share the "
         "plans (Kafka assigns the partitions) and one of them, elected by Kafka, dispatches")

@@ -70,7 +70,10 @@ class Pipeline:
             web_enabled=False,
             consumer_auto_offset_reset="earliest",
             datadir=str(datadir),
-            producer_linger=0.0,
+            # Records of a batch's fold gathered into few requests: at 10 ms, 16 slots per
+            # worker ran 253 tasks/s against 190 with none (the broker's CPU per task
+            # 1.75 -> 0.6 ms). Not much more: the fold waits for its batch's sends.
+            producer_linger=settings.processor_linger_ms / 1000,
             stream_wait_empty=False,
             broker_commit_every=100,
             broker_commit_interval=1.0,
