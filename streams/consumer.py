@@ -12,7 +12,6 @@ from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP
 
-
 FETCH_WAIT_MS = 50  # the processor's long poll (Faust's own is 1500 ms)
 
 
