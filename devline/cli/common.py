@@ -60,6 +60,20 @@ def _current_settings() -> Settings | None:
         return None
 
 
+def use_event_loop(settings: Settings) -> None:
+    """Install the event loop a long-running process runs on (`Settings.event_loop`):
+    every loop it creates from now on (asyncio.run's, Faust's, its consumer thread's)."""
+    if settings.event_loop != "uvloop":
+        return
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: Python's own loop
+        return
+    import asyncio
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine; turn devline and Kafka errors into one readable line and exit 1."""
     try:

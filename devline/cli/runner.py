@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from devline.cli.common import env_help, err, out, run_async, settings_of
+from devline.cli.common import env_help, err, out, run_async, settings_of, use_event_loop
 
 if TYPE_CHECKING:
     from devline.settings import Settings
@@ -109,6 +109,7 @@ def processor(
     from streams.topics import wait_for_topics
 
     settings = settings_of(ctx)
+    use_event_loop(settings)
     pipeline = build(settings)
     # Topics are checked before standing by: once they exist they stay, and a promotion
     # should cost nothing but joining the group.
@@ -136,6 +137,7 @@ def sink(
     from streams.sink import run_sink
 
     settings = with_overrides(settings_of(ctx), workspace=workspace)
+    use_event_loop(settings)
     run_async(run_sink(settings))
 
 
@@ -151,6 +153,7 @@ def worker(
     from streams.worker import run_worker
 
     settings = settings_of(ctx)
+    use_event_loop(settings)
     run_async(run_worker(settings, worker_id=worker_id, slots=slots,
                          grace_s=settings.worker_grace if grace is None else grace))
 
@@ -163,7 +166,9 @@ def tester(
     """Run one test worker: take integration test shards, run them, report the results."""
     from streams.tester import run_tester
 
-    run_async(run_tester(settings_of(ctx), tester_id=tester_id))
+    settings = settings_of(ctx)
+    use_event_loop(settings)
+    run_async(run_tester(settings, tester_id=tester_id))
 
 
 async def _broker_answers(bootstrap: str) -> bool:
