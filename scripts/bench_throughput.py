@@ -227,7 +227,8 @@ async def raw_rate(bootstrap: str, n: int, workers: int) -> dict[str, float]:
         nonlocal done
         c = AIOKafkaConsumer(work, bootstrap_servers=bootstrap, group_id=prefix,
                              enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_wait_ms=100)
+                             fetch_max_wait_ms=100, metadata_max_age_ms=1000)
+        consumers.append(c)
         p = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0, acks="all")
         await c.start()
         await p.start()
@@ -243,8 +244,22 @@ async def raw_rate(bootstrap: str, n: int, workers: int) -> dict[str, float]:
             await c.stop()
             await p.stop()
 
+    consumers: list[AIOKafkaConsumer] = []
     tasks = [asyncio.create_task(consumer(i)) for i in range(workers)]
-    await asyncio.sleep(3)  # let the group settle, as devline's run waits for its workers
+    # Let the group settle, as devline's run waits for its workers: every partition owned,
+    # by every consumer, unchanged for 2 s. (A fixed 3 s sleep could start the clock while
+    # a consumer that subscribed before the topic's metadata existed owned nothing: the
+    # run then waited out its metadata refresh, minutes, and printed nothing.)
+    settled, last, waiting = time.monotonic(), None, time.monotonic()
+    while time.monotonic() - settled < 2.0:
+        if time.monotonic() - waiting > 60:
+            raise BenchError(f"the raw loop's {workers} consumers did not settle in 60 s")
+        owned = tuple(sorted(tuple(sorted(tp.partition for tp in c.assignment()))
+                             for c in consumers))
+        if owned != last or len(consumers) < workers or sum(map(len, owned)) != 12 \
+                or not all(owned):
+            settled, last = time.monotonic(), owned
+        await asyncio.sleep(0.1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
     await producer.start()
     began = time.monotonic()
