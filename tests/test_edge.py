@@ -252,20 +252,25 @@ def test_the_sink_writes_each_file_once_and_leaves_equal_files_alone(tmp_path: P
     assert (sink.written, sink.unchanged) == (1, 2)
 
 
-def test_the_sink_writes_a_file_the_event_carries_in_one_thread_hop(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from streams.artifacts import sha256
-    from streams.edge.fake import CrashPlan, FakeStore
-
-    hops = 0
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts asyncio.to_thread calls (one element, bumped per call)."""
+    count = [0]
     to_thread = asyncio.to_thread
 
     async def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal hops
-        hops += 1
+        count[0] += 1
         return await to_thread(*args, **kwargs)
 
     monkeypatch.setattr(asyncio, "to_thread", counting)
+    return count
+
+
+def test_the_sink_writes_a_file_the_event_carries_in_one_thread_hop(
+        tmp_path: Path, hops: list[int]) -> None:
+    from streams.artifacts import sha256
+    from streams.edge.fake import CrashPlan, FakeStore
+
 
     async def go() -> Materializer:
         sink = Materializer(tmp_path, FakeStore(CrashPlan()))  # an empty store
@@ -274,7 +279,7 @@ def test_the_sink_writes_a_file_the_event_carries_in_one_thread_hop(
               "content_hash": sha256(content.encode())}
         for _ in range(2):  # redelivered once
             await sink.materialize(ev)
-        assert hops == 2
+        assert hops[0] == 2
         with pytest.raises(WorkspaceError):
             await sink.materialize({**ev, "path": "../../outside.py"})
         return sink
@@ -286,23 +291,13 @@ def test_the_sink_writes_a_file_the_event_carries_in_one_thread_hop(
 
 
 def test_the_sink_writes_a_fetched_batch_in_one_hop_and_isolates_a_bad_path(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+        tmp_path: Path, hops: list[int], caplog: pytest.LogCaptureFixture) -> None:
     from streams.artifacts import sha256
     from streams.edge.fake import CrashPlan, FakeStore
     from streams.edge.ports import RawRecord
     from streams.emit import headers_for
     from streams.sink import FileSink
 
-    hops = 0
-    to_thread = asyncio.to_thread
-
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal hops
-        hops += 1
-        return await to_thread(*args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "to_thread", counting)
     settings = Settings(workspace=tmp_path / "ws", data_dir=tmp_path / "data")
     sink = FileSink(settings, FakeStore(CrashPlan()))
     codec = sink.codec
@@ -320,7 +315,7 @@ def test_the_sink_writes_a_fetched_batch_in_one_hop_and_isolates_a_bad_path(
 
     good = [completed(i, f"m{i}.py") for i in range(5)]
     asyncio.run(sink.handle_many(good))
-    assert hops == 1  # five files, one thread hop
+    assert hops[0] == 1  # five files, one thread hop
     assert sorted(p.name for p in (tmp_path / "ws" / "proj").iterdir()) == [
         f"m{i}.py" for i in range(5)]
     bad = [completed(5, "n5.py"), completed(6, "../../outside.py"), completed(7, "n7.py")]
