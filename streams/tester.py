@@ -43,7 +43,7 @@ from schemas.codec import Codec
 from streams import topics as T
 from streams.artifacts import ArtifactError, checked_digest
 from streams.emit import dead_letter_headers, headers_for, new_id, now_ms, stored_by_reference
-from streams.lifecycle import at_stop, shut
+from streams.lifecycle import at_stop, shut, started
 from streams.offsets import OffsetBook, commit_finished
 from streams.retrying import until_done
 
@@ -115,8 +115,12 @@ class TestWorker:
             heartbeat_interval_ms=1_000, fetch_max_wait_ms=100,
             metadata_max_age_ms=METADATA_AGE_MS,
             max_partition_fetch_bytes=s.max_message_bytes, **s.kafka_common())
-        await self.producer.start()
-        await self.consumer.start()
+        await started(self.producer)
+        try:  # the producer is not left open when the consumer fails to start
+            await started(self.consumer)
+        except BaseException:
+            await shut(self.producer)
+            raise
         try:
             await self._wait_for_topic(s.topic(T.WORK_TEST))
             self.consumer.subscribe([s.topic(T.WORK_TEST)], listener=_Listener(self))

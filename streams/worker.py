@@ -31,7 +31,7 @@ from streams import topics as T
 from streams.checking import Checker, metric_points, qa_failure
 from streams.claims import resolve_item
 from streams.emit import dead_letter_headers, now_ms, stored_by_reference
-from streams.lifecycle import at_stop, shut
+from streams.lifecycle import at_stop, shut, started
 from streams.offsets import OffsetBook, RebalanceListener, commit_finished
 from streams.outbox import Outbox
 from streams.results import Results
@@ -122,11 +122,15 @@ class Worker:
             heartbeat_interval_ms=1_000, fetch_max_wait_ms=100,
             metadata_max_age_ms=METADATA_AGE_MS,
             max_partition_fetch_bytes=s.max_message_bytes, **s.kafka_common())
-        await self.producer.start()
-        self.results.producer = self.producer
-        for dispatch_id in await self.results.resend_pending():
-            self.seen[dispatch_id] = None  # its redelivered item is not run again
-        await self.consumer.start()
+        await started(self.producer)
+        try:  # neither client is left open when the other, or the resend, fails
+            self.results.producer = self.producer
+            for dispatch_id in await self.results.resend_pending():
+                self.seen[dispatch_id] = None  # its redelivered item is not run again
+            await started(self.consumer)
+        except BaseException:
+            await shut(self.producer)
+            raise
         await self._wait_for_topic(s.topic(T.WORK_DEV))
         self.consumer.subscribe([s.topic(T.WORK_DEV)], listener=RebalanceListener(self))
         beat = asyncio.create_task(self._beat_loop())

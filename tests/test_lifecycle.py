@@ -133,3 +133,29 @@ def test_a_stop_that_never_ends_is_given_up_and_the_connections_closed() -> None
         return asyncio.get_running_loop().time() - began
 
     assert asyncio.run(scenario()) < 1.0
+
+
+@pytest.mark.parametrize("process", ["worker", "tester"])
+def test_a_worker_or_tester_whose_consumer_fails_to_start_stops_its_producer(
+        process: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from devline.settings import Settings
+    from streams import tester, worker
+
+    module = worker if process == "worker" else tester
+    made: dict[str, Client] = {}
+
+    def client(kind: str, fail: bool) -> object:
+        def make(*args: object, **kwargs: object) -> Client:
+            made[kind] = Client(fail_start=fail)
+            return made[kind]
+        return make
+
+    monkeypatch.setattr(module, "AIOKafkaProducer", client("producer", False))
+    monkeypatch.setattr(module, "AIOKafkaConsumer", client("consumer", True))
+    settings = Settings(bootstrap="127.0.0.1:1", data_dir=tmp_path / "data",
+                        workspace=tmp_path / "ws")
+    proc = worker.Worker(settings) if process == "worker" else tester.TestWorker(settings)
+    with pytest.raises(OSError, match="connection refused"):
+        asyncio.run(proc.run())
+    assert made["producer"].calls == ["start", "end"]  # started, then stopped
+    assert made["consumer"].calls == ["start", "end"]
