@@ -11,11 +11,14 @@ that); an fsync per task cost the worker more than running a zero-duration task.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
+
+from streams.artifacts import INLINE_IO_BYTES
 
 log = logging.getLogger("devline.worker")
 
@@ -30,9 +33,26 @@ class Outbox:
         return self.root / f"{safe}.json"
 
     def put(self, event_type: str, record: dict[str, Any]) -> None:
-        target = self._path(record["dispatch_id"])
+        self._write(record["dispatch_id"], self._entry(event_type, record))
+
+    async def keep(self, event_type: str, record: dict[str, Any]) -> None:
+        """`put` from the event loop: a small entry (most: content inline up to 4 KB) is
+        written in the loop, quicker than a thread hop; a big one (a long QA report) in a
+        thread, like the artifact store's files."""
+        data = self._entry(event_type, record)
+        if len(data) <= INLINE_IO_BYTES:
+            self._write(record["dispatch_id"], data)
+        else:
+            await asyncio.to_thread(self._write, record["dispatch_id"], data)
+
+    @staticmethod
+    def _entry(event_type: str, record: dict[str, Any]) -> bytes:
+        return json.dumps({"type": event_type, "record": record}).encode("utf-8")
+
+    def _write(self, dispatch_id: str, data: bytes) -> None:
+        target = self._path(dispatch_id)
         tmp = target.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"type": event_type, "record": record}), encoding="utf-8")
+        tmp.write_bytes(data)
         os.replace(tmp, target)
 
     def remove(self, dispatch_id: str) -> None:

@@ -18,7 +18,7 @@ from devline.errors import ExecutorError
 from devline.settings import Settings
 from schemas.codec import Codec
 from streams import topics as T
-from streams.artifacts import INLINE_IO_BYTES, ArtifactStore
+from streams.artifacts import ArtifactStore
 from streams.checking import interface_hash
 from streams.claims import completed_content
 from streams.emit import headers_for, new_id, now_ms
@@ -108,13 +108,7 @@ class Results:
 
     async def _report(self, event_type: str, record: dict[str, Any]) -> None:
         if self.outbox is not None:
-            # A small entry (content inline up to 4 KB) is written in the loop: quicker
-            # than a thread hop; a big one (a QA report, a long error) in a thread.
-            if len(record.get("content") or "") + len(str(record.get("qa") or "")) \
-                    + len(record.get("error") or "") <= INLINE_IO_BYTES // 2:
-                self.outbox.put(event_type, record)
-            else:
-                await asyncio.to_thread(self.outbox.put, event_type, record)
+            await self.outbox.keep(event_type, record)
         await self._send(event_type, record)
         if self.outbox is not None:
             self.outbox.remove(record["dispatch_id"])  # an unlink
