@@ -107,6 +107,8 @@ class TestWorker:
                                          max_request_size=s.max_message_bytes,
                                          metadata_max_age_ms=METADATA_AGE_MS,
                                          **s.kafka_common())
+        await started(self.producer)
+        # Made once the producer runs: a failed start leaves no client unclosed.
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=s.bootstrap, group_id=s.group("devline-testers"),
             enable_auto_commit=False, auto_offset_reset="earliest", group_instance_id=self.slot,
@@ -115,7 +117,6 @@ class TestWorker:
             heartbeat_interval_ms=1_000, fetch_max_wait_ms=100,
             metadata_max_age_ms=METADATA_AGE_MS,
             max_partition_fetch_bytes=s.max_message_bytes, **s.kafka_common())
-        await started(self.producer)
         try:  # the producer is not left open when the consumer fails to start
             await started(self.consumer)
         except BaseException:

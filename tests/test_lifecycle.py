@@ -135,27 +135,42 @@ def test_a_stop_that_never_ends_is_given_up_and_the_connections_closed() -> None
     assert asyncio.run(scenario()) < 1.0
 
 
-@pytest.mark.parametrize("process", ["worker", "tester"])
-def test_a_worker_or_tester_whose_consumer_fails_to_start_stops_its_producer(
-        process: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def run_failing(process: str, failing: str, monkeypatch: pytest.MonkeyPatch,
+                tmp_path: Path) -> dict[str, Client]:
+    """Run a worker or tester whose `failing` client fails to start; the clients it made."""
     from devline.settings import Settings
     from streams import tester, worker
 
     module = worker if process == "worker" else tester
     made: dict[str, Client] = {}
 
-    def client(kind: str, fail: bool) -> object:
+    def client(kind: str) -> object:
         def make(*args: object, **kwargs: object) -> Client:
-            made[kind] = Client(fail_start=fail)
+            made[kind] = Client(fail_start=kind == failing)
             return made[kind]
         return make
 
-    monkeypatch.setattr(module, "AIOKafkaProducer", client("producer", False))
-    monkeypatch.setattr(module, "AIOKafkaConsumer", client("consumer", True))
+    monkeypatch.setattr(module, "AIOKafkaProducer", client("producer"))
+    monkeypatch.setattr(module, "AIOKafkaConsumer", client("consumer"))
     settings = Settings(bootstrap="127.0.0.1:1", data_dir=tmp_path / "data",
                         workspace=tmp_path / "ws")
     proc = worker.Worker(settings) if process == "worker" else tester.TestWorker(settings)
     with pytest.raises(OSError, match="connection refused"):
         asyncio.run(proc.run())
+    return made
+
+
+@pytest.mark.parametrize("process", ["worker", "tester"])
+def test_a_worker_or_tester_whose_consumer_fails_to_start_stops_its_producer(
+        process: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    made = run_failing(process, "consumer", monkeypatch, tmp_path)
     assert made["producer"].calls == ["start", "end"]  # started, then stopped
     assert made["consumer"].calls == ["start", "end"]
+
+
+@pytest.mark.parametrize("process", ["worker", "tester"])
+def test_a_worker_or_tester_whose_producer_fails_to_start_makes_no_consumer(
+        process: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    made = run_failing(process, "producer", monkeypatch, tmp_path)
+    assert made["producer"].calls == ["start", "end"]
+    assert "consumer" not in made  # none made, so none left unclosed
