@@ -153,9 +153,13 @@ async def run_plan(settings: Settings, plan: dict, quiet: float) -> tuple[str, d
 
 async def plan_events(settings: Settings, plan_id: str, starts: dict[int, int]
                       ) -> list[tuple[str, dict]]:
+    """The plan's events, then its work items (the work topic is this run's alone)."""
     codec, found = Codec.from_settings(settings), []
     async for r in records(settings, T.EVENTS, start=starts):
         if dict(r.headers or ()).get("plan-id") == plan_id.encode():
+            found.append(codec.decode(r.value))
+    async for r in records(settings, T.WORK_DEV):
+        if r.value is not None:
             found.append(codec.decode(r.value))
     return found
 
@@ -195,23 +199,36 @@ async def devline_rate(settings: Settings, n: int, workers: int, log: Path) -> d
 
 
 def hops(events: list[tuple[str, dict]]) -> dict[str, float]:
-    """Median milliseconds of each hop of a slot's cycle: dispatch logged -> run started
-    (the fold reads it, the work item reaches the worker), run, result sent -> the worker's
-    next dispatch logged (the dispatcher hears the result, pumps)."""
+    """Mean milliseconds of each hop of a slot's cycle: dispatch logged -> its work item
+    sent (the fold reads the dispatch back) -> run started (the item reaches the worker),
+    run, result -> the next dispatch to that worker (the dispatcher hears the result and
+    pumps; each result paired with the worker's first later dispatch not yet paired)."""
     sent = {v["dispatch_id"]: v["dispatched_at"] for k, v in events
             if k == "TaskDispatched"}
-    runs = sorted((v["worker_id"], v["started_at"], v["finished_at"], v["dispatch_id"])
-                  for k, v in events if k == "TaskCompleted" and v["dispatch_id"] in sent)
-    to_start, run, back = [], [], []
-    for i, (worker, started, finished, dispatch_id) in enumerate(runs):
-        to_start.append(started - sent[dispatch_id])
-        run.append(finished - started)
-        if i + 1 < len(runs) and runs[i + 1][0] == worker:
-            back.append(sent[runs[i + 1][3]] - finished)
+    item = {v["dispatch_id"]: v["dispatched_at"] for k, v in events if k == "WorkItem"}
+    runs = [v for k, v in events if k == "TaskCompleted" and v["dispatch_id"] in sent]
+    to_item = [item[r["dispatch_id"]] - sent[r["dispatch_id"]] for r in runs
+               if r["dispatch_id"] in item]
+    to_start = [r["started_at"] - item[r["dispatch_id"]] for r in runs
+                if r["dispatch_id"] in item]
+    run = [r["finished_at"] - r["started_at"] for r in runs]
+    by_worker: dict[str, list[tuple[int, int]]] = {}
+    for r in runs:
+        by_worker.setdefault(r["worker_id"], []).append((r["finished_at"], 1))
+        by_worker[r["worker_id"]].append((sent[r["dispatch_id"]], 0))
+    back, finished = [], []
+    for marks in by_worker.values():
+        for at, is_result in sorted(marks):  # a dispatch at the same ms sorts first
+            if is_result:
+                finished.append(at)
+            elif finished:
+                back.append(at - finished.pop(0))
+        finished.clear()
 
-    def median(xs: list[int]) -> float:
-        return float(sorted(xs)[len(xs) // 2]) if xs else float("nan")
-    return {"to_start_ms": median(to_start), "run_ms": median(run), "back_ms": median(back)}
+    def mean(xs: list[int]) -> float:
+        return sum(xs) / len(xs) if xs else float("nan")
+    return {"to_item_ms": mean(to_item), "to_start_ms": mean(to_start), "run_ms": mean(run),
+            "back_ms": mean(back)}
 
 
 async def raw_rate(bootstrap: str, n: int, workers: int) -> dict[str, float]:
@@ -304,8 +321,9 @@ def main() -> int:
     print(f"{'devline (submit->PlanCompleted)':34} {ours['wall_rate']:9.1f}")
     print(f"{'raw aiokafka consume+produce+commit':34} {raw['rate']:9.1f} {raw['seconds']:8.2f}")
     print(f"devline / raw: {ours['rate'] / raw['rate']:.2f}")
-    print(f"a slot's cycle, median ms: dispatch -> run starts {ours['to_start_ms']:.0f}, "
-          f"run {ours['run_ms']:.0f}, result -> next dispatch {ours['back_ms']:.0f}")
+    print(f"a slot's cycle, mean ms: dispatch -> work item sent {ours['to_item_ms']:.1f}, "
+          f"-> run starts {ours['to_start_ms']:.1f}, run {ours['run_ms']:.1f}, "
+          f"result -> next dispatch {ours['back_ms']:.1f}")
     print("CPU ms per task, submit -> PlanCompleted, by process role: " + ", ".join(
         f"{role} {ms:.2f}" for role, ms in ours["cpu_ms"].items()))
     print(f"  this bench, following the events (not in the figures above): "

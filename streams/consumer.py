@@ -12,6 +12,8 @@ from faust.transport.consumer import RecordMap
 from faust.transport.drivers import aiokafka as faust_kafka
 from faust.types import TP
 
+from streams.producing import FaustProducer
+
 FETCH_WAIT_MS = 50  # the processor's long poll (Faust's own is 1500 ms)
 
 
@@ -113,6 +115,8 @@ class FromStartConsumer(faust_kafka.Consumer):
 
 
 class FromStartTransport(faust_kafka.Transport):
-    """The aiokafka transport with `FromStartConsumer`."""
+    """The aiokafka transport with `FromStartConsumer` and `FaustProducer` (a produce
+    request carries every batch due for its broker)."""
 
     Consumer = FromStartConsumer
+    Producer = FaustProducer
