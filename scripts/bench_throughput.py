@@ -109,9 +109,13 @@ def wait_for_end(settings: Settings, plan_id: str, starts: dict[int, int], quiet
     """Block until the plan's PlanCompleted is in devline.events, judged by its headers
     alone: librdkafka reads the log in C and nothing is decoded, so following the run
     costs the two cores it shares little (decoding every event cost 1.0 ms of CPU per
-    task, 7% of the run's). BenchError if it is rejected or the plan is silent `quiet` s."""
+    task, 7% of the run's). It fetches at most twice a second: the figures come from the
+    events' own times, so hearing the end late changes none, and a fetch per event cost
+    the broker the run shares as much CPU as a client of the run. BenchError if it is
+    rejected or the plan is silent `quiet` s."""
     consumer = Consumer({"bootstrap.servers": settings.bootstrap, "group.id": "bench-follow",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 500,
+                         "fetch.min.bytes": 64 * 1024 * 1024})
     topic = settings.topic(T.EVENTS)
     consumer.assign([CTopicPartition(topic, p, o) for p, o in starts.items()])
     wanted, last = plan_id.encode(), time.monotonic()
