@@ -15,6 +15,7 @@ from streams.consumer import FromStartTransport
 from streams.edge.ports import Ports
 from streams.edge.state import OneLookupTable, table_store
 from streams.emit import Emitter
+from streams.producing import FaustProducer
 from streams.stateguard import stores_dir
 
 log = logging.getLogger("devline.streams")
@@ -108,10 +109,15 @@ class Pipeline:
         self.cache = self.app.Table("cache", **table)
         # The planner's memory of plan ids it decided on (idempotent planning).
         self.submissions = self.app.Table("submissions", **table)
-        self.emit = Emitter(settings, self.codec, self._send)
+        self.emit = Emitter(settings, self.codec, self._send, urge=self._urge)
         self.store = settings.artifact_store()
         tables: Any = (self.plans, self.tasks, self.cache)  # Table protocol
         self.ports = Ports(settings, self.codec, self.emit, self.store, *tables)
+
+    def _urge(self) -> None:
+        producer = self.app.producer
+        if isinstance(producer, FaustProducer):
+            producer.due_now()
 
     async def _send(self, topic: str, *, key: bytes | None, value: bytes | None,
                     partition: int | None, headers: list[tuple[str, bytes]]) -> Any:

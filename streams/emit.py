@@ -125,10 +125,18 @@ async def stored_by_reference(store: ArtifactStore, value: bytes | None, key: by
 class Emitter:
     """Encodes records with the codec and sends them through a `send(topic, ...)` function."""
 
-    def __init__(self, settings: Settings, codec: Codec, send: Send) -> None:
+    def __init__(self, settings: Settings, codec: Codec, send: Send,
+                 urge: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.codec = codec
         self._send = send
+        self._urge = urge
+
+    def urge(self) -> None:
+        """Send what is queued now, without waiting out the producer's linger: for records
+        something waits on (a dispatch decision), where the linger is pure latency."""
+        if self._urge is not None:
+            self._urge()
 
     async def event(self, event_type: str, record: dict[str, Any], *,
                     topic: str = T.EVENTS, key: str | None = None,

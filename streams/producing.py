@@ -7,6 +7,10 @@ board, a worker's work partition, three changelogs) at moments a few millisecond
 so their batches came due one after another, and each waited for the request before it:
 a batch's sends took several round trips. The Java client drains every partition of a
 broker that has one batch ready; so does this one.
+
+`due_now` ends the linger for what is queued: the dispatcher calls it after logging its
+dispatches, which a slot waits on (the linger is pure latency there, and it also takes
+the board entries that confirm earlier dispatches).
 """
 
 from __future__ import annotations
@@ -38,14 +42,27 @@ class WholeNodeAccumulator(MessageAccumulator):
                 batch._linger_time = 0  # due with the rest of its broker's batches
         return super().drain_by_nodes(ignore_nodes, muted_partitions)
 
+    def due_now(self) -> None:
+        """Everything queued is due: the sender takes it as soon as it may (a broker's
+        request in flight still goes first)."""
+        for batches in self._batches.values():
+            if batches:
+                batches[0]._linger_time = 0
+        if not self._waiter_future.done():
+            self._waiter_future.set_result(None)  # wakes the sender's wait for data
+
 
 class WholeNodeProducer(AIOKafkaProducer):
     """AIOKafkaProducer with `WholeNodeAccumulator`."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # Same state, one method overridden: the sender holds this object already.
+        # Same state, methods added: the sender holds this object already.
         self._message_accumulator.__class__ = WholeNodeAccumulator
+
+    def due_now(self) -> None:
+        """Send everything queued without waiting out the linger."""
+        self._message_accumulator.due_now()
 
 
 class FaustProducer(faust_kafka.Producer):
@@ -54,3 +71,9 @@ class FaustProducer(faust_kafka.Producer):
     @property
     def _producer_type(self) -> type[AIOKafkaProducer]:
         return WholeNodeProducer
+
+    def due_now(self) -> None:
+        """Send everything queued now (nothing to do before the producer started)."""
+        producer = self._producer
+        if isinstance(producer, WholeNodeProducer):
+            producer.due_now()

@@ -87,3 +87,23 @@ def test_a_result_in_the_log_frees_its_slot_before_the_fold_posts_it() -> None:
     # The fold refused that result (a stale run): its board entry puts the dispatch back.
     leader.apply(entry(6, "dispatched", dispatch_id="d1", worker_id="w1"))
     assert leader.dispatcher.inflight[("p", "a.py")].dispatch_id == "d1"
+
+
+def test_logged_dispatches_are_sent_without_the_linger() -> None:
+    """A slot waits on the dispatch: the pump ends the producer's linger once it logged
+    some (`Emitter.urge`), and leaves it alone when it logged none."""
+    async def go() -> list[int]:
+        sim = Sim()
+        urged: list[int] = []
+        sim.ports.emit._urge = lambda: urged.append(len(sim.log.topics[T.EVENTS]))
+        leader = sim.proc.leader
+        sim.worker.heartbeat()
+        await sim.proc.on_heartbeat_record(sim.log.topics[T.WORKERS][-1])
+        leader.elected(0)
+        await leader.pump()  # nothing ready: nothing logged, nothing urged
+        leader.apply(entry(1, "ready"))
+        await leader.pump()
+        return urged
+
+    urged = asyncio.run(go())
+    assert len(urged) == 1 and urged[0] >= 1  # once, after the TaskDispatched was queued

@@ -91,6 +91,18 @@ async def _test_muted_partitions_stay() -> None:
     assert drained(batches) == {1: [0, 1]}
 
 
+def test_due_now_ends_every_linger() -> None:
+    asyncio.run(_test_due_now_ends_every_linger())
+
+
+async def _test_due_now_ends_every_linger() -> None:
+    acc = await accumulator(0, 1, 3)
+    acc.due_now()
+    assert acc.waiter().done()  # the sender's wait for data is over
+    batches, _ = acc.drain_by_nodes(ignore_nodes=set())
+    assert drained(batches) == {1: [0, 1], 2: [3]}
+
+
 def test_a_fold_of_sends_goes_in_one_request(topics: Settings) -> None:
     """Against the broker: records to 6 partitions, queued 10 ms apart under a 200 ms
     linger, go out in one produce request (aiokafka's own accumulator sends 6)."""
