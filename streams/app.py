@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.tables import TableManager
@@ -115,9 +115,7 @@ class Pipeline:
         self.ports = Ports(settings, self.codec, self.emit, self.store, *tables)
 
     def _urge(self) -> None:
-        producer = self.app.producer
-        if isinstance(producer, FaustProducer):
-            producer.due_now()
+        cast(FaustProducer, self.app.producer).due_now()  # FromStartTransport's producer
 
     async def _send(self, topic: str, *, key: bytes | None, value: bytes | None,
                     partition: int | None, headers: list[tuple[str, bytes]]) -> Any:

@@ -32,13 +32,10 @@ class Outbox:
         safe = "".join(c for c in dispatch_id if c.isalnum() or c in "-_") or "unnamed"
         return self.root / f"{safe}.json"
 
-    def put(self, event_type: str, record: dict[str, Any]) -> None:
-        self._write(record["dispatch_id"], self._entry(event_type, record))
-
     async def keep(self, event_type: str, record: dict[str, Any]) -> None:
-        """`put` from the event loop: a small entry (most: content inline up to 4 KB) is
-        written in the loop, quicker than a thread hop; a big one (a long QA report) in a
-        thread, like the artifact store's files."""
+        """Keep a result until its send is known: a small entry (most: content inline up
+        to 4 KB) is written in the loop, quicker than a thread hop; a big one (a long QA
+        report) in a thread, like the artifact store's files."""
         data = self._entry(event_type, record)
         if len(data) <= INLINE_IO_BYTES:
             self._write(record["dispatch_id"], data)
