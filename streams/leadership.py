@@ -138,10 +138,15 @@ class DispatcherSeat:
         while True:
             batches = await self.follower.getmany(timeout_ms=500, max_records=2000)
             for tp, records in batches.items():
-                for record in records:
-                    if tp.topic == events:
+                if tp.topic == events:
+                    for record in records:
                         self._result(record)
-                        continue
+                    # Read here sooner than by Faust's stream: a partition this process
+                    # folds is folded from here when the stream has handed all before.
+                    await proc.fold_followed(tp.partition,
+                                             [RawRecord.of(r) for r in records])
+                    continue
+                for record in records:
                     raw = RawRecord.of(record)
                     if tp.topic == board:
                         await proc.on_board_record(raw)

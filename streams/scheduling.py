@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
 
 from faust.streams import _current_event
 
@@ -32,11 +34,34 @@ def by_partition(events: list[Any]) -> list[list[Any]]:
     return list(groups.values())
 
 
+class _At:
+    """Stands for the stream event of a record folded outside the stream (a dispatch
+    folded when acknowledged): Faust's tables take the changelog partition of a write
+    from the current event's message."""
+
+    __slots__ = ("__weakref__", "message")
+
+    def __init__(self, rec: RawRecord) -> None:
+        self.message = rec
+
+
+@contextmanager
+def in_partition(rec: RawRecord) -> Iterator[None]:
+    at = _At(rec)
+    token = _current_event.set(weakref.ref(cast(Any, at)))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
 def register_scheduler(pipeline: Pipeline) -> Processor:
     proc = Processor(pipeline.ports, processor_id=pipeline.settings.instance_id)
     pipeline.processor = proc  # type: ignore[attr-defined]
     app = pipeline.app
     events_topic = pipeline.settings.topic("devline.events")
+    proc.in_partition = in_partition
+    proc.settled = lambda: not app.rebalancing  # from a rebalance's start to its end
 
     @app.agent(pipeline.events_topic, name="scheduler")
     async def scheduler_agent(stream: Any) -> None:

@@ -70,6 +70,10 @@ class Leader:
         self.generation = -1
         self._snapshot_due: set[str] = set()
         self.paused: set[str] = set()  # executors the ops agent paused: nothing dispatched
+        # Told of the dispatches the broker acknowledged, with each acknowledgement (the
+        # processor folds those of its own partitions at once: `streams.edge.ahead`).
+        self.logged: Callable[[list[tuple[str, dict[str, Any], Any]]], Awaitable[None]] \
+            | None = None
 
     # -- election ----------------------------------------------------------------
     @property
@@ -247,7 +251,7 @@ class Leader:
         assignments = self.dispatcher.assign(
             self.link.now(), admit=lambda t: t.executor not in self.paused and guards.admit(
                 (t.plan_id, t.task_id), t.executor, now))
-        deliveries = []
+        deliveries: list[tuple[dict[str, Any], Any]] = []
         for a in assignments:
             t = a.task
             entry = self.entries.get((t.plan_id, t.task_id))
@@ -260,18 +264,21 @@ class Leader:
                      "partition": a.partition, "dispatch_id": a.dispatch_id,
                      "dispatched_at": self.p.now_ms()}
             try:
-                deliveries.append(await self.p.emit.event("TaskDispatched", event))
+                deliveries.append((event, await self.p.emit.event("TaskDispatched", event)))
             except Exception as exc:
                 log.warning("could not log dispatch of %s/%s (%s); it stays reserved and is "
                             "queued again if it never shows up", t.plan_id, t.task_id, exc)
         if deliveries:  # a slot waits on them: no linger (4 slots/worker: 210 -> 223 tasks/s)
             self.p.emit.urge()
-        for delivery in deliveries:
+        acked = []
+        for event, delivery in deliveries:
             try:
                 if delivery is not None:
-                    await delivery
+                    acked.append(("TaskDispatched", event, await delivery))
             except Exception as exc:
                 log.warning("a dispatch may not have been logged (%s); the log decides", exc)
+        if acked and self.logged is not None:
+            await self.logged(acked)
         await self.guard.publish()  # admitting may have moved a breaker to half-open
         return len(assignments)
 

@@ -66,17 +66,21 @@ async def _delivered(delivery: Any) -> None:
         pending.append(delivery)
 
 
-async def all_delivered(op: Callable[[], Awaitable[None]]) -> None:
+async def all_delivered(op: Callable[[], Awaitable[None]],
+                        urge: Callable[[], None] | None = None) -> None:
     """Run `op`; its sends go out at once and are awaited together at the end, so one
     record costs one round trip, not one per send. Any failed send fails the whole `op`,
     which is retried (every effect is idempotent). Per partition the producer keeps the
-    order the sends were made in."""
+    order the sends were made in. `urge`, if given, is called before the wait (to send
+    without the producer's linger)."""
     pending: list[Any] = []
     token = _PENDING.set(pending)
     try:
         await op()
     finally:
         _PENDING.reset(token)
+    if pending and urge is not None:
+        urge()
     for delivery in pending:
         await delivery
 

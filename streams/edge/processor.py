@@ -20,6 +20,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -32,6 +33,7 @@ from agents.scheduling.events import invalid as invalid_event
 from agents.scheduling.model import Cmd
 from devline.errors import DecodeError
 from streams import topics as T
+from streams.edge.ahead import Ahead
 from streams.edge.catchup import CATCHUP_STALL_S, CatchUp
 from streams.edge.dispatching import DispatchLoop
 from streams.edge.effects import Effects
@@ -45,7 +47,7 @@ from streams.edge.retention import Retention
 from streams.edge.state import HeldHeaders, plan_state, save_header
 from streams.edge.timers import RetryTimers
 from streams.edge.writes import WriteBehind
-from streams.emit import dead_letter_headers, detach
+from streams.emit import dead_letter_headers, detach, headers_for
 from streams.guarding import GuardEdge
 
 log = logging.getLogger("devline.scheduler")
@@ -56,6 +58,7 @@ PLAN_EVENTS = frozenset({
     "PlanCompleted", "PlanRetired", "QAResult", "Escalation", "IntegrationStarted",
     "IntegrationResult", "DeploymentEvent", "RolloutFixRequested"})
 HEARTBEATS = frozenset({"WorkerHeartbeat"})
+Parsed = tuple[RawRecord, str, dict[str, Any]]  # a record and its valid event
 RECONCILE_EVERY = 10  # ticks (seconds) between checks of the dispatcher against the tables
 
 
@@ -90,6 +93,13 @@ class Processor:
         self.ticks = 0
         self.handling = asyncio.Lock()  # held while an event's fold and effects run
         self.plans = HeldHeaders(ports.plans)  # written once per batch
+        self.ahead = Ahead()  # dispatches folded when acknowledged, not when read back
+        self.leader.logged = self.fold_ahead
+        # Where a fold's table writes go: the changelog partition of the record's (Faust
+        # takes it from the current stream event; `streams.scheduling` sets it).
+        self.in_partition: Callable[[RawRecord], AbstractContextManager[Any]] = \
+            lambda rec: nullcontext()
+        self.settled: Callable[[], bool] = lambda: True  # False while Kafka rebalances
 
     # -- the event log ---------------------------------------------------------------
     async def on_event_record(self, rec: RawRecord) -> None:
@@ -102,7 +112,16 @@ class Processor:
         for the batch, not one per record; the caller commits their offsets after this
         returns). Never raises for our own failures: a failed send redoes the whole batch
         in order, as a crash would when they are read again (every step is idempotent).
-        A record that is not a valid event is dead-lettered."""
+        A record that is not a valid event is dead-lettered. Records this process folded
+        when the broker acknowledged them (`fold_ahead`) are skipped."""
+        async with self.handling:
+            await self._fold_records(self.ahead.unread(recs))
+            for rec in recs:
+                self.catchup.seen(rec.partition, rec.offset, self.ports.clock())
+            if not self.ready and self.catchup.done:
+                await self.recover()
+
+    async def _fold_records(self, recs: Sequence[RawRecord]) -> None:
         batch: list[tuple[RawRecord, str, dict[str, Any]]] = []
         for rec in recs:
             parsed = await self._validated(rec)
@@ -110,34 +129,85 @@ class Processor:
                 batch.append((rec, *parsed))
         if len(batch) > 1:
             try:
-                async with self.handling:
-                    await persist(partial(self._handle_batch, batch),
-                                  what=f"handling {len(batch)} events", log=log,
-                                  sleep=self.ports.sleep)
+                await persist(partial(self._handle_batch, batch),
+                              what=f"handling {len(batch)} events", log=log,
+                              sleep=self.ports.sleep)
                 batch = []
             except Unexpected:  # one of them hits a bug: find it, one record at a time
                 log.warning("a batch of %d events failed; handling them one by one",
                             len(batch))
         for rec, event_type, record in batch:
             await self._handle_one(rec, event_type, record)
-        for rec in recs:
-            self.catchup.seen(rec.partition, rec.offset, self.ports.clock())
-        if not self.ready and self.catchup.done:
-            await self.recover()
 
     async def _handle_one(self, rec: RawRecord, event_type: str, record: dict[str, Any]
                           ) -> None:
         try:
-            async with self.handling:
-                await persist(partial(self._handle_batch, [(rec, event_type, record)]),
-                              what=f"handling {event_type} {rec.partition}@{rec.offset}",
-                              log=log, sleep=self.ports.sleep)
+            await persist(partial(self._handle_batch, [(rec, event_type, record)]),
+                          what=f"handling {event_type} {rec.partition}@{rec.offset}",
+                          log=log, sleep=self.ports.sleep)
         except Unexpected as exc:  # a bug, not the record's fault: keep it, go on
             await self.reject(rec, f"processing failed (a devline bug, please report "
                               f"it): {exc}")
 
-    async def _handle_batch(self, batch: Sequence[tuple[RawRecord, str, dict[str, Any]]]
-                            ) -> None:
+    async def fold_ahead(self, logged: Sequence[tuple[str, dict[str, Any], Any]]) -> None:
+        """Events this process logged, each with the broker's acknowledgement (its
+        partition and offset): those that are the next records of a partition this
+        process folds are folded now, not when read back (`streams.edge.ahead`)."""
+        codec = self.ports.codec
+        acked: dict[int, dict[int, Callable[[], Parsed | None]]] = {}
+        for event_type, record, ack in logged:
+            if ack is None:
+                continue
+            rec = RawRecord(ack.topic, ack.partition, ack.offset,
+                            str(record["plan_id"]).encode(),
+                            codec.encode(event_type, record),
+                            tuple(headers_for(event_type, record)))
+            acked.setdefault(ack.partition, {})[ack.offset] = partial(self._parsed, rec)
+        for partition, candidates in acked.items():
+            await self._fold_first(partition, candidates)
+
+    async def fold_followed(self, partition: int, recs: Sequence[RawRecord]) -> None:
+        """Records of devline.events as the dispatcher's follower read them (sooner than
+        Faust's stream does): those that are the next ones of a partition this process
+        folds are folded now, and skipped when the stream brings them."""
+        await self._fold_first(partition, {r.offset: partial(self._parsed, r) for r in recs})
+
+    async def _fold_first(self, partition: int,
+                          candidates: Mapping[int, Callable[[], Parsed | None]]) -> None:
+        """Fold the run of `candidates` (offset -> the record, parsed) that starts where
+        the stream of `partition` is, up to the first that is not a valid event (the
+        stream dead-letters that one)."""
+        if not (self.ready and self.ahead.on and partition in self.partitions):
+            return
+        async with self.handling:  # the stream's records and these: one at a time
+            if not (self.settled() and self.ahead.on and partition in self.partitions):
+                return
+            batch, run = [], []
+            for offset in self.ahead.foldable(partition, candidates):
+                parsed = candidates[offset]()
+                if parsed is None:
+                    break
+                batch.append(parsed)
+                run.append(offset)
+            if not batch:
+                return
+            try:
+                with self.in_partition(batch[-1][0]):
+                    await persist(partial(self._handle_batch, batch, urgent=True),
+                                  what=f"folding {len(batch)} events ahead", log=log,
+                                  sleep=self.ports.sleep)
+            except Unexpected:  # the stream brings them again: handled (or parked) then
+                return
+            self.ahead.done(partition, run)
+
+    def _parsed(self, rec: RawRecord) -> Parsed | None:
+        parsed = self.parse(rec)
+        return None if isinstance(parsed, str) else (rec, *parsed)
+
+    async def _handle_batch(self, batch: Sequence[tuple[RawRecord, str, dict[str, Any]]],
+                            urgent: bool = False) -> None:
+        """Fold `batch` and carry out its commands, all sends awaited at the end (at once,
+        without the producer's linger, if `urgent`)."""
         async def fold_all() -> None:
             self.plans.holding = True
             try:
@@ -147,7 +217,8 @@ class Processor:
                 self.plans.holding = False
                 self.plans.flush()
         try:  # sent and stored before the offsets are committed
-            await self.writes.run(partial(all_delivered, fold_all))
+            await self.writes.run(partial(all_delivered, fold_all,
+                                          self.ports.emit.urge if urgent else None))
         except BaseException:
             self.dispatch.unsent()  # redone: its work items must be sent again
             raise
@@ -167,24 +238,30 @@ class Processor:
             return None
         return event_type, record
 
-    async def _validated(self, rec: RawRecord) -> tuple[str, dict[str, Any]] | None:
-        parsed = await self.decoded(rec, PLAN_EVENTS, T.EVENTS)
-        if parsed is None:
-            return None
-        event_type, record = parsed
+    def parse(self, rec: RawRecord) -> tuple[str, dict[str, Any]] | str:
+        """The record's event, or why it is not a valid one on devline.events."""
+        try:
+            event_type, record = self.ports.codec.decode(rec.value or b"")
+        except DecodeError as exc:
+            return f"undecodable: {exc}"
+        if event_type not in PLAN_EVENTS:
+            return f"unexpected event type {event_type} on {T.EVENTS}"
         if not record.get("plan_id"):
-            await self.reject(rec, f"{event_type} without a plan id on {T.EVENTS}")
-            return None
+            return f"{event_type} without a plan id on {T.EVENTS}"
         why = invalid_event(event_type, record)
         if why is not None:
-            await self.reject(rec, f"invalid {event_type}: {why}")
-            return None
+            return f"invalid {event_type}: {why}"
         if rec.key != str(record["plan_id"]).encode():
             # A plan's events must share one partition: its order is the fold's order.
-            await self.reject(rec, f"{event_type} keyed {rec.key!r}, not by its plan id "
-                              f"{record['plan_id']!r}")
-            return None
+            return f"{event_type} keyed {rec.key!r}, not by its plan id {record['plan_id']!r}"
         return event_type, record
+
+    async def _validated(self, rec: RawRecord) -> tuple[str, dict[str, Any]] | None:
+        parsed = self.parse(rec)
+        if isinstance(parsed, str):
+            await self.reject(rec, parsed)
+            return None
+        return parsed
 
     async def reject(self, rec: RawRecord, reason: str) -> None:
         """A record that is not a valid event: to the DLQ with the reason (sent until the
@@ -233,6 +310,7 @@ class Processor:
 
         A rebalance that gives this process the partitions it already had (e.g. after a
         broker restart) changes nothing it knows: it carries on without a pause."""
+        self.ahead.reset(on=True)
         if self.ready and set(ends) == self.partitions:
             log.info("event partitions unchanged after a rebalance; carrying on")
             return
