@@ -104,9 +104,14 @@ class SimWorker:
 
 class Sim:
     def __init__(self, crash_at: Iterable[int] = (), *, commit_every: int = 3,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3, acks: bool = False, follow: bool = False) -> None:
+        """`acks`: sends are acknowledged, so the dispatcher folds its own dispatches when
+        they are (`Processor.fold_ahead`); `follow`: a follower hands the processor every
+        new event before the stream does, as `streams.leadership` does
+        (`Processor.fold_followed`)."""
         self.crash = CrashPlan(crash_at)
-        self.log = FakeLog(self.crash)
+        self.follow = follow
+        self.log = FakeLog(self.crash, acks=acks)
         self.clock = FakeClock(START)
         self.settings = Settings(max_attempts=max_attempts)
         self.codec = CODEC
@@ -120,6 +125,7 @@ class Sim:
         self.pos = 0
         self.hb_pos = 0
         self.board_pos = 0
+        self.follow_pos = 0
         self.ids = itertools.count()
         self.worker = SimWorker(self)
         self.restarts = 0
@@ -165,6 +171,7 @@ class Sim:
         self.proc = self._processor()
         self.pos = self.committed
         self.board_pos = 0  # a new process reads the board from its beginning
+        self.follow_pos = len(self.log.topics[T.EVENTS])  # ... and the events from now
         await self.start()
 
     async def step(self) -> None:
@@ -180,6 +187,9 @@ class Sim:
             self.board_pos += 1
             await self.proc.on_board_record(board[self.board_pos - 1])
         events = self.log.topics[T.EVENTS]
+        if self.follow and self.follow_pos < len(events):
+            new, self.follow_pos = events[self.follow_pos:], len(events)
+            await self.proc.fold_followed(0, new)
         if self.pos < len(events):
             await self.proc.on_event_record(events[self.pos])
             self.pos += 1

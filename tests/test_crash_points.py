@@ -52,12 +52,14 @@ async def scenario(sim: Sim) -> Sim:
     return sim
 
 
-def run(crash_at: tuple[int, ...] = (), commit_every: int = 3) -> Sim:
-    return asyncio.run(scenario(Sim(crash_at, commit_every=commit_every)))
+def run(crash_at: tuple[int, ...] = (), commit_every: int = 3, **how: bool) -> Sim:
+    return asyncio.run(scenario(Sim(crash_at, commit_every=commit_every, **how)))
 
 
 CLEAN = run()
 STEPS = CLEAN.crash.steps
+FIRST = {"acks": True, "follow": True}  # records folded before the stream brings them
+FIRST_STEPS = run(**FIRST).crash.steps
 
 
 def test_the_clean_run_does_what_the_scenario_says(tmp_path: Path) -> None:
@@ -90,4 +92,32 @@ def test_a_crash_at_any_step_changes_nothing(step: int, tmp_path: Path) -> None:
 def test_crashes_during_recovery_and_any_commit_interval_change_nothing(
         steps: list[int], commit_every: int) -> None:
     sim = run(tuple(steps), commit_every)
+    assert sim.outcome() == CLEAN.outcome()
+
+
+@pytest.mark.parametrize("how", [{"acks": True}, {"follow": True}, FIRST],
+                         ids=["acked-dispatches", "followed-events", "both"])
+def test_folding_records_before_the_stream_brings_them_changes_nothing(
+        how: dict[str, bool]) -> None:
+    sim = Sim(**how)
+    folded: list[int] = []
+    handle = sim.proc.handle
+
+    async def counted(event_type: str, record: dict[str, Any], seq: int,
+                      partition: int = 0) -> None:
+        folded.append(seq)
+        await handle(event_type, record, seq, partition)
+
+    sim.proc.handle = counted  # type: ignore[method-assign]
+    asyncio.run(scenario(sim))
+    assert sim.outcome() == CLEAN.outcome()
+    ahead = sim.proc.ahead
+    assert ahead.count >= 5 and ahead.skipped == ahead.count  # the stream skipped each one
+    assert sorted(folded) == list(range(len(sim.log.topics["devline.events"])))  # once each
+
+
+@pytest.mark.parametrize("step", range(1, FIRST_STEPS + 1))
+def test_a_crash_at_any_step_while_folding_first_changes_nothing(step: int) -> None:
+    sim = run((step,), **FIRST)
+    assert sim.crash.crashes == 1 and sim.restarts == 1
     assert sim.outcome() == CLEAN.outcome()

@@ -14,10 +14,12 @@ from devline.settings import Settings
 from streams import topics as T
 from streams.client import replay
 from tests.harness import (
+    events,
     plan_events,
     raw_records,
     running_pipeline,
     submit,
+    until,
     wait_for,
     wait_for_pool,
 )
@@ -89,6 +91,18 @@ def test_example_plan_runs_in_dependency_order_then_hits_the_cache(topics: Setti
         assert ran == {"calc/evaluator.py", "calc/__init__.py", "calc/cli.py"}
         assert changed["executor_runs"] == 3 and changed["cache_hits"] == 6
         live = changelog_state(settings)
+        # Most records were folded before Faust's stream brought them (the follower's read
+        # or a dispatch's acknowledgement), each into its plan's own changelog partition.
+        folded_first = until("a folded_first figure", lambda: [
+            v["value"] for _, et, v in events(settings, T.METRICS, idle=0.5)
+            if et == "MetricPoint" and v["name"] == "folded_first"], timeout=30)
+        assert max(folded_first) >= 20
+        where = {plan_id: plan_events(settings, plan_id)[0][0].partition
+                 for plan_id in (first, second, third)}
+        for r in raw_records(settings, "devline-streams-tasks-changelog"):
+            key = r.key.decode()
+            key = json.loads(key) if key.startswith('"') else key
+            assert r.partition == where[key.split("/")[0]], key
 
     # Replay: folding the log from the beginning gives exactly the live table state.
     replayed = asyncio.run(replay(settings))

@@ -10,6 +10,7 @@ before stays written (a Faust changelog write or a Kafka send that left the proc
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections import defaultdict
 from collections.abc import Iterable
@@ -64,15 +65,24 @@ class FakeTable(dict[str, Any]):
 
 @dataclass
 class FakeLog:
-    """Topics as lists of records (one partition each, offsets from 0)."""
+    """Topics as lists of records (one partition each, offsets from 0). With `acks`, a
+    send returns its delivery as a producer does: a future of where the record landed
+    (the record itself: it has `topic`, `partition` and `offset`)."""
 
     crash: CrashPlan
     topics: dict[str, list[RawRecord]] = field(default_factory=lambda: defaultdict(list))
+    acks: bool = False
 
     async def send(self, topic: str, *, key: bytes | None, value: bytes | None,
-                   partition: int | None, headers: list[tuple[str, bytes]]) -> None:
+                   partition: int | None, headers: list[tuple[str, bytes]]
+                   ) -> asyncio.Future[RawRecord] | None:
         self.crash.step(f"send {topic}")
-        self.append(topic, key, value, headers)
+        rec = self.append(topic, key, value, headers)
+        if not self.acks:
+            return None
+        delivery: asyncio.Future[RawRecord] = asyncio.get_running_loop().create_future()
+        delivery.set_result(rec)
+        return delivery
 
     def append(self, topic: str, key: bytes | None, value: bytes | None,
                headers: list[tuple[str, bytes]] | None = None) -> RawRecord:

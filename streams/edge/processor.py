@@ -59,6 +59,7 @@ PLAN_EVENTS = frozenset({
     "IntegrationResult", "DeploymentEvent", "RolloutFixRequested"})
 HEARTBEATS = frozenset({"WorkerHeartbeat"})
 Parsed = tuple[RawRecord, str, dict[str, Any]]  # a record and its valid event
+FIRST_EVERY = 5  # ticks (seconds) between reports of the records folded first
 RECONCILE_EVERY = 10  # ticks (seconds) between checks of the dispatcher against the tables
 
 
@@ -93,7 +94,8 @@ class Processor:
         self.ticks = 0
         self.handling = asyncio.Lock()  # held while an event's fold and effects run
         self.plans = HeldHeaders(ports.plans)  # written once per batch
-        self.ahead = Ahead()  # dispatches folded when acknowledged, not when read back
+        self.ahead = Ahead()  # records folded before the stream brings them
+        self._first_reported = 0
         self.leader.logged = self.fold_ahead
         # Where a fold's table writes go: the changelog partition of the record's (Faust
         # takes it from the current stream event; `streams.scheduling` sets it).
@@ -396,6 +398,14 @@ class Processor:
         return await self.leader.pump()
 
     async def metrics(self) -> None:
+        if self.ticks % FIRST_EVERY == 0 and self.ahead.count != self._first_reported:
+            # Every processor's own: records folded before Faust's stream brought them.
+            self._first_reported = self.ahead.count
+            try:
+                detach(await self.ports.emit.metric("scheduler", "folded_first",
+                                                    self.ahead.count, processor=self.id))
+            except Exception as exc:
+                log.debug("metric not sent: %s", exc)
         if not self.leader.active:
             return  # the dispatcher's figures, from the dispatcher only
         d = self.dispatcher
