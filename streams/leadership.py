@@ -139,12 +139,18 @@ class DispatcherSeat:
             batches = await self.follower.getmany(timeout_ms=500, max_records=2000)
             for tp, records in batches.items():
                 if tp.topic == events:
-                    for record in records:
-                        self._result(record)
+                    freed = sum(self._result(record) for record in records)
+                    # Dispatching to the slots freed goes on while their results are folded
+                    # (the dispatches' own fold waits for that: they come after them).
+                    pumping = asyncio.ensure_future(proc.pump()) if freed else None
                     # Read here sooner than by Faust's stream: a partition this process
                     # folds is folded from here when the stream has handed all before.
-                    await proc.fold_followed(tp.partition,
-                                             [RawRecord.of(r) for r in records])
+                    try:
+                        await proc.fold_followed(tp.partition,
+                                                 [RawRecord.of(r) for r in records])
+                    finally:
+                        if pumping is not None:
+                            await pumping
                     continue
                 for record in records:
                     raw = RawRecord.of(record)
@@ -157,16 +163,17 @@ class DispatcherSeat:
             if batches:
                 await proc.pump()
 
-    def _result(self, record: Any) -> None:
-        """A TaskCompleted or TaskFailed, known by its headers (nothing is decoded)."""
+    def _result(self, record: Any) -> bool:
+        """A TaskCompleted or TaskFailed, known by its headers (nothing is decoded): whether
+        it freed a slot."""
         h = dict(record.headers or ())
         if h.get("event-type") not in (b"TaskCompleted", b"TaskFailed"):
-            return
+            return False
         try:
-            self.proc.leader.result_seen(h["plan-id"].decode(), h["task-id"].decode(),
-                                         int(h["attempt"]))
+            return self.proc.leader.result_seen(h["plan-id"].decode(), h["task-id"].decode(),
+                                                int(h["attempt"]))
         except (KeyError, ValueError, UnicodeDecodeError):
-            return  # not one of ours: the plan's processor deals with it
+            return False  # not one of ours: the plan's processor deals with it
 
     async def _stand(self) -> None:
         assert self.candidate is not None
