@@ -5,7 +5,9 @@ Two consumers per processor, outside Faust (plain aiokafka, same event loop):
 
 - the **follower** reads the dispatch board and the ops decisions from their beginning and
   the worker heartbeats from 20 s back, with no group (every processor reads all of them),
-  and feeds them to the `Leader`;
+  and feeds them to the `Leader`; it reads `devline.events` from its end, for results
+  (their headers free slots at once) and to fold the records of the processor's own
+  partitions sooner than Faust's stream brings them (`Processor.fold_followed`);
 - the **candidate** joins the `devline-dispatcher` group on the board topic, whose single
   partition Kafka gives to exactly one member: that member is the dispatcher. It never
   reads (the partition is paused); assignment is the vote. Static membership (the

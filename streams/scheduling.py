@@ -1,8 +1,11 @@
 """Wire the scheduler's edge (`streams.edge.Processor`) to Faust: agents, timers, recovery.
 
-State changes only when an event is read back from `devline.events`, so the tables always
-equal a fold of the log. What the processor sends (dispatches, cached completions, retry
-decisions) is itself an event that the fold will read.
+State changes only by folding the records of `devline.events` in log order, so the tables
+always equal a fold of the log. What the processor sends (dispatches, cached completions,
+retry decisions) is itself an event that the fold will take. The stream agent here is one
+of the processor's readers; a record the dispatcher's follower or a dispatch's
+acknowledgement brought first was folded then, and the agent skips it
+(`streams.edge.ahead`).
 """
 
 from __future__ import annotations
