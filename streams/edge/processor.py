@@ -29,7 +29,6 @@ from agents.resilience.backoff import BackoffPolicy
 from agents.scheduling import fold as F
 from agents.scheduling.decisions import failure_policy
 from agents.scheduling.dispatch import Dispatcher
-from agents.scheduling.events import invalid as invalid_event
 from agents.scheduling.model import Cmd
 from devline.errors import DecodeError
 from streams import topics as T
@@ -46,17 +45,13 @@ from streams.edge.ports import Ports, RawRecord, all_delivered
 from streams.edge.retention import Retention
 from streams.edge.state import HeldHeaders, plan_state, save_header
 from streams.edge.timers import RetryTimers
+from streams.edge.validity import parse_event
 from streams.edge.writes import WriteBehind
 from streams.emit import dead_letter_headers, detach, headers_for
 from streams.guarding import GuardEdge
 
 log = logging.getLogger("devline.scheduler")
 
-PLAN_EVENTS = frozenset({
-    "PlanAccepted", "PlanRejected", "TaskDispatched", "TaskCompleted", "TaskFailed",
-    "TaskRetryScheduled", "TaskReady", "TaskDeadLettered", "TaskRedriveRequested",
-    "PlanCompleted", "PlanRetired", "QAResult", "Escalation", "IntegrationStarted",
-    "IntegrationResult", "DeploymentEvent", "RolloutFixRequested"})
 HEARTBEATS = frozenset({"WorkerHeartbeat"})
 Parsed = tuple[RawRecord, str, dict[str, Any]]  # a record and its valid event
 FIRST_EVERY = 5  # ticks (seconds) between reports of the records folded first
@@ -203,7 +198,7 @@ class Processor:
             self.ahead.done(partition, run)
 
     def _parsed(self, rec: RawRecord) -> Parsed | None:
-        parsed = self.parse(rec)
+        parsed = parse_event(self.ports.codec, rec)
         return None if isinstance(parsed, str) else (rec, *parsed)
 
     async def _handle_batch(self, batch: Sequence[tuple[RawRecord, str, dict[str, Any]]],
@@ -240,26 +235,8 @@ class Processor:
             return None
         return event_type, record
 
-    def parse(self, rec: RawRecord) -> tuple[str, dict[str, Any]] | str:
-        """The record's event, or why it is not a valid one on devline.events."""
-        try:
-            event_type, record = self.ports.codec.decode(rec.value or b"")
-        except DecodeError as exc:
-            return f"undecodable: {exc}"
-        if event_type not in PLAN_EVENTS:
-            return f"unexpected event type {event_type} on {T.EVENTS}"
-        if not record.get("plan_id"):
-            return f"{event_type} without a plan id on {T.EVENTS}"
-        why = invalid_event(event_type, record)
-        if why is not None:
-            return f"invalid {event_type}: {why}"
-        if rec.key != str(record["plan_id"]).encode():
-            # A plan's events must share one partition: its order is the fold's order.
-            return f"{event_type} keyed {rec.key!r}, not by its plan id {record['plan_id']!r}"
-        return event_type, record
-
     async def _validated(self, rec: RawRecord) -> tuple[str, dict[str, Any]] | None:
-        parsed = self.parse(rec)
+        parsed = parse_event(self.ports.codec, rec)
         if isinstance(parsed, str):
             await self.reject(rec, parsed)
             return None
