@@ -38,9 +38,9 @@ def by_partition(events: list[Any]) -> list[list[Any]]:
 
 
 class _At:
-    """Stands for the stream event of a record folded outside the stream (a dispatch
-    folded when acknowledged): Faust's tables take the changelog partition of a write
-    from the current event's message."""
+    """Stands for the stream event of a record folded outside the stream (folded first:
+    `streams.edge.ahead`): Faust's tables take the changelog partition of a write from
+    the current event's message."""
 
     __slots__ = ("__weakref__", "message")
 

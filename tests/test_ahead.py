@@ -13,7 +13,6 @@ def rec(partition: int, offset: int) -> RawRecord:
 def at(partition: int, offset: int) -> Ahead:
     """Assigned, and the stream has handed every record of `partition` before `offset`."""
     ahead = Ahead()
-    ahead.reset(on=True)
     ahead.unread([rec(partition, offset - 1)])
     return ahead
 
@@ -21,7 +20,7 @@ def at(partition: int, offset: int) -> Ahead:
 def test_nothing_is_foldable_before_the_stream_has_handed_a_record() -> None:
     ahead = Ahead()
     assert ahead.foldable(0, [0, 1]) == []  # not assigned yet
-    ahead.reset(on=True)
+    ahead.reset()
     assert ahead.foldable(0, [0, 1]) == []  # assigned, but where the stream is is unknown
 
 
@@ -65,9 +64,7 @@ def test_a_record_folded_first_that_the_stream_jumps_over_is_forgotten() -> None
 def test_a_rebalance_forgets_every_position_and_what_was_folded_first() -> None:
     ahead = at(0, 10)
     ahead.done(0, [10])
-    ahead.reset(on=False)  # revoking: nothing is foldable
-    assert ahead.foldable(0, [11]) == []
-    ahead.reset(on=True)  # assigned again: read again from the commit, folded again
+    ahead.reset()  # assigned again: read again from the commit, folded again
     assert ahead.foldable(0, [11]) == []
     assert ahead.unread([rec(0, 10)]) == [rec(0, 10)]
     assert ahead.foldable(0, [11]) == [11]

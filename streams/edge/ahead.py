@@ -1,16 +1,18 @@
-"""Folding a dispatch when the broker acknowledges it, not when it is read back.
+"""Folding a record when one of the processor's readers first has it, not when Faust's
+stream brings it.
 
 A slot's turn used to include a read-back: the dispatcher logs `TaskDispatched`, and the
 plan's processor sends the work item once its stream brings the record back (at 4 slots
-per worker, 42 of a 72 ms turn). When the dispatcher is also the plan's processor, the
-broker's acknowledgement says where the record landed (partition P, offset O). If the
-stream has handed this process every record of P before O, the record at O is the next
-one the fold would take, and the bytes are the ones just sent: folding it now is folding
-it in log order, one hop sooner. When the stream brings O back, it is skipped.
+per worker, 42 of a 72 ms turn). Two readers are sooner: the dispatcher's follower, a
+plain consumer that reads `devline.events` for results anyway, and the broker's
+acknowledgement of a dispatch this process logged (partition P, offset O, and the bytes
+just sent). If the stream has handed this process every record of P before O, the record
+at O is the next one the fold would take: folding it now is folding it in log order. When
+the stream brings O, it is skipped.
 
-Anything short of that (another partition's owner, a record of someone else in between,
-a rebalance) leaves the record to the stream, as before. The log stays the only truth:
-a crash after folding ahead and before the offset is committed reads O again, which is a
+Anything short of that (another partition's owner, a record not yet read in between, a
+rebalance) leaves the record to the stream, as before. The log stays the only truth: a
+crash after folding first and before the offset is committed reads O again, which is a
 redelivery the fold already takes (every record remembers the last position applied).
 """
 
@@ -25,17 +27,15 @@ class Ahead:
     """Where the stream is, per partition, and which records were folded before it."""
 
     def __init__(self) -> None:
-        self.on = False                    # partitions settled (assigned, not revoking)
         self.next: dict[int, int] = {}     # offset the stream hands us next, per partition
         self.folded: dict[int, set[int]] = {}  # folded ahead, not yet brought by the stream
         self.count = 0                     # records folded ahead since start
         self.skipped = 0                   # ... and skipped when the stream brought them
 
-    def reset(self, on: bool) -> None:
-        """Partitions were assigned (`on`) or are being revoked: forget positions. Until
-        the stream hands a partition's next record, nothing of it is folded ahead; one
-        folded ahead and not yet committed is read again and folded as a redelivery."""
-        self.on = on
+    def reset(self) -> None:
+        """Partitions were assigned: forget positions. Until the stream hands a
+        partition's next record, nothing of it is folded first; one folded first and not
+        yet committed is read again and folded as a redelivery."""
         self.next.clear()
         self.folded.clear()
 
@@ -43,7 +43,7 @@ class Ahead:
         """Those of `offsets` that may be folded now: a run starting at the stream's
         position, with nobody's record in between."""
         at = self.next.get(partition)
-        if not self.on or at is None:
+        if at is None:  # the stream has handed nothing of it since the assignment
             return []
         run = []
         for offset in sorted(offsets):

@@ -174,10 +174,10 @@ class Processor:
         """Fold the run of `candidates` (offset -> the record, parsed) that starts where
         the stream of `partition` is, up to the first that is not a valid event (the
         stream dead-letters that one)."""
-        if not (self.ready and self.ahead.on and partition in self.partitions):
+        if not (self.ready and partition in self.partitions):
             return
         async with self.handling:  # the stream's records and these: one at a time
-            if not (self.settled() and self.ahead.on and partition in self.partitions):
+            if not (self.settled() and partition in self.partitions):
                 return
             batch, run = [], []
             for offset in self.ahead.foldable(partition, candidates):
@@ -289,7 +289,7 @@ class Processor:
 
         A rebalance that gives this process the partitions it already had (e.g. after a
         broker restart) changes nothing it knows: it carries on without a pause."""
-        self.ahead.reset(on=True)
+        self.ahead.reset()
         if self.ready and set(ends) == self.partitions:
             log.info("event partitions unchanged after a rebalance; carrying on")
             return
